@@ -1,0 +1,36 @@
+# Refund terminal firmware. `make demo` and `make test` are the two commands;
+# both create .venv on demand from pyproject.toml (pinned versions).
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+BOARD ?= unix
+PORT ?=
+
+.PHONY: venv test demo bench mpy deploy clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+demo: $(STAMP)
+	$(BIN)/python -m host_tools.demo
+
+bench: $(STAMP)
+	$(BIN)/python -m host_tools.benchmarks
+
+mpy: $(STAMP)
+	$(BIN)/python -m host_tools.deploy --board $(BOARD) --build-only
+
+deploy: $(STAMP)
+	$(BIN)/python -m host_tools.deploy --board $(BOARD) --port '$(PORT)'
+
+clean:
+	rm -rf build .pytest_cache

@@ -1,0 +1,108 @@
+# HAL for ESP32-class boards: real machine.UART / WDT / RTC, littlefs on the
+# board's "vfs" data partition (the stock MicroPython ESP32 layout).
+import os
+import sys
+import time
+import vfs
+import machine
+
+NAME = "esp32"
+# The stock boot mounts littlefs at "/"; firmware data lives at FLASH + "/...".
+FLASH = ""
+
+DEFAULTS = {
+    "printer_width": 58,
+    "heap_headroom": 16384,
+}
+
+# role -> (UART id, tx pin, rx pin, baud); override per product in config.
+UARTS = {
+    "printer": (1, 17, 16, 115200),
+    "ecr": (2, 4, 5, 115200),
+}
+
+_RESET = {
+    machine.PWRON_RESET: "power_on",
+    machine.HARD_RESET: "hard",
+    machine.WDT_RESET: "watchdog",
+    machine.DEEPSLEEP_RESET: "deepsleep",
+    machine.SOFT_RESET: "soft",
+}
+
+
+def mount_flash(log):
+    """The stock boot has mounted littlefs at "/"; mount it ourselves only if it did not."""
+    info = {"mount": "/", "fs": "littlefs2", "formatted": False}
+    try:
+        st = os.statvfs("/")
+    except OSError:
+        st = None
+    if st is None or os.listdir("/") is None:
+        import esp32
+
+        dev = esp32.Partition.find(esp32.Partition.TYPE_DATA, label="vfs")[0]
+        try:
+            fs = vfs.VfsLfs2(dev)
+        except OSError as e:
+            log("flash", "CANNOT MOUNT (%r): REFORMATTING, previous content lost" % (e,),
+                level="ERROR")
+            vfs.VfsLfs2.mkfs(dev)
+            fs = vfs.VfsLfs2(dev)
+            info["formatted"] = True
+        vfs.mount(fs, "/")
+        st = os.statvfs("/")
+    info["block_size"] = st[0]
+    info["blocks"] = st[2]
+    info["free"] = st[0] * st[3]
+    info["total"] = st[0] * st[2]
+    return info
+
+
+def flash_stats():
+    return {}
+
+
+def uart(role):
+    if role == "console":
+        return console()
+    cfg = UARTS.get(role)
+    if cfg is None:
+        raise ValueError("unknown uart role %r (have: console, %s)" % (role, ", ".join(sorted(UARTS))))
+    uid, tx, rx, baud = cfg
+    return machine.UART(uid, baudrate=baud, tx=tx, rx=rx, rxbuf=1024, timeout=0)
+
+
+def console():
+    return sys.stdin.buffer
+
+
+def now():
+    return time.time() + 946684800  # ESP32 epoch is 2000-01-01; HAL speaks Unix time
+
+
+def localtime(t=None):
+    return time.gmtime((t - 946684800) if t is not None else None)
+
+
+def ticks_ms():
+    return time.ticks_ms()
+
+
+def unique_id():
+    return machine.unique_id()
+
+
+def reset_reason():
+    return _RESET.get(machine.reset_cause(), "unknown")
+
+
+def machine_reset():
+    machine.reset()
+
+
+def wdt(timeout_ms):
+    return machine.WDT(timeout=timeout_ms)
+
+
+def info():
+    return {"board": NAME, "freq": machine.freq(), "platform": sys.platform}

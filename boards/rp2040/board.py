@@ -1,0 +1,106 @@
+# HAL for RP2040-class boards: real machine.UART / WDT / RTC, littlefs on the
+# board's flash (rp2.Flash, the stock MicroPython filesystem region).
+import os
+import sys
+import time
+import vfs
+import machine
+
+NAME = "rp2040"
+# The stock boot mounts littlefs at "/"; firmware data lives at FLASH + "/...".
+FLASH = ""
+
+DEFAULTS = {
+    "printer_width": 58,
+    "heap_headroom": 8192,
+}
+
+# role -> (UART id, tx pin, rx pin, baud)
+UARTS = {
+    "printer": (0, 0, 1, 115200),
+    "ecr": (1, 4, 5, 115200),
+}
+
+_RESET = {
+    machine.PWRON_RESET: "power_on",
+    machine.WDT_RESET: "watchdog",
+}
+
+
+def mount_flash(log):
+    """The stock boot has mounted littlefs at "/"; mount it ourselves only if it did not."""
+    info = {"mount": "/", "fs": "littlefs2", "formatted": False}
+    try:
+        st = os.statvfs("/")
+    except OSError:
+        st = None
+    if st is None or os.listdir("/") is None:
+        import rp2
+
+        dev = rp2.Flash()
+        try:
+            fs = vfs.VfsLfs2(dev, progsize=256)
+        except OSError as e:
+            log("flash", "CANNOT MOUNT (%r): REFORMATTING, previous content lost" % (e,),
+                level="ERROR")
+            vfs.VfsLfs2.mkfs(dev, progsize=256)
+            fs = vfs.VfsLfs2(dev, progsize=256)
+            info["formatted"] = True
+        vfs.mount(fs, "/")
+        st = os.statvfs("/")
+    info["block_size"] = st[0]
+    info["blocks"] = st[2]
+    info["free"] = st[0] * st[3]
+    info["total"] = st[0] * st[2]
+    return info
+
+
+def flash_stats():
+    return {}
+
+
+def uart(role):
+    if role == "console":
+        return console()
+    cfg = UARTS.get(role)
+    if cfg is None:
+        raise ValueError("unknown uart role %r (have: console, %s)" % (role, ", ".join(sorted(UARTS))))
+    uid, tx, rx, baud = cfg
+    return machine.UART(uid, baudrate=baud, tx=machine.Pin(tx), rx=machine.Pin(rx),
+                        rxbuf=1024, timeout=0)
+
+
+def console():
+    return sys.stdin.buffer
+
+
+def now():
+    return time.time()  # rp2 port uses the Unix epoch; RTC set by the host link
+
+
+def localtime(t=None):
+    return time.gmtime(t) if t is not None else time.gmtime()
+
+
+def ticks_ms():
+    return time.ticks_ms()
+
+
+def unique_id():
+    return machine.unique_id()
+
+
+def reset_reason():
+    return _RESET.get(machine.reset_cause(), "unknown")
+
+
+def machine_reset():
+    machine.reset()
+
+
+def wdt(timeout_ms):
+    return machine.WDT(timeout=min(timeout_ms, 8388))  # RP2040 WDT max ~8.3 s
+
+
+def info():
+    return {"board": NAME, "freq": machine.freq(), "platform": sys.platform}

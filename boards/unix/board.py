@@ -1,0 +1,187 @@
+# HAL for the unix virtual board. The bench (host_tools/bench.py) sets the
+# REFUND_* environment variables before it execs the interpreter.
+# This is the only place that knows the board is a Linux process.
+import os
+import sys
+import time
+import vfs
+import termios
+import hashlib
+
+NAME = "unix"
+FLASH = "/flash"
+
+# Board default config (merged under the user's config by the application).
+DEFAULTS = {
+    "printer_width": 58,
+    "heap_headroom": 16384,
+}
+
+_dev = None
+_info = None
+_env = os.getenv
+
+
+def _int_env(name, default):
+    v = _env(name)
+    return int(v) if v else default
+
+
+def _image():
+    return _env("REFUND_FLASH") or "flash.img"
+
+
+def mount_flash(log):
+    """Mount littlefs at /flash; format only a blank or unmountable image."""
+    global _dev, _info
+    if _info is not None:
+        return _info  # already mounted by the boot ROM stage
+    from flashdev import FlashDev
+
+    _dev = FlashDev(
+        _image(),
+        _int_env("REFUND_FLASH_BS", 4096),
+        _int_env("REFUND_FLASH_BLOCKS", 256),
+        _int_env("REFUND_CUT_AT", 0),
+        _env("REFUND_CUT_TORN") == "1",
+    )
+    _info = mount_dev(_dev, log)
+    return _info
+
+
+def mount_dev(dev, log):
+    info = {"mount": FLASH, "fs": "littlefs2", "block_size": dev.bs,
+            "blocks": dev.n, "formatted": False}
+    try:
+        fs = vfs.VfsLfs2(dev)
+    except OSError as e:
+        if dev.created:
+            log("flash", "blank image: formatting littlefs")
+        else:
+            # Loud: a reformat of a used image loses whatever it held.
+            log("flash", "CANNOT MOUNT (%r): REFORMATTING, previous content lost" % (e,),
+                level="ERROR")
+        vfs.VfsLfs2.mkfs(dev)
+        fs = vfs.VfsLfs2(dev)
+        info["formatted"] = True
+    vfs.mount(fs, FLASH)
+    st = os.statvfs(FLASH)
+    info["free"] = st[0] * st[3]
+    info["total"] = st[0] * st[2]
+    return info
+
+
+def flash_stats():
+    return _dev.stats() if _dev else {}
+
+
+def flash_dev():
+    return _dev
+
+
+def _open_tty(role, path):
+    try:
+        f = open(path, "r+b")
+    except OSError as e:
+        raise OSError("uart %s: cannot open tty %s (%s)" % (role, path, e))
+    fd = f.fileno()
+    termios.setraw(fd)
+    a = termios.tcgetattr(fd)
+    a[6][6] = 0  # VMIN: reads never block the event loop
+    a[6][5] = 0  # VTIME
+    termios.tcsetattr(fd, termios.TCSANOW, a)
+    return f
+
+
+_UART_ENV = {"printer": "REFUND_PRINTER", "ecr": "REFUND_ECR"}
+
+
+def uart(role):
+    """A raw, non-blocking byte stream usable with asyncio.StreamReader/Writer."""
+    if role == "console":
+        return console()
+    var = _UART_ENV.get(role)
+    if var is None:
+        raise ValueError("unknown uart role %r (have: console, %s)" % (role, ", ".join(sorted(_UART_ENV))))
+    path = _env(var)
+    if not path:
+        return None  # not wired on this bench run
+    return _open_tty(role, path)
+
+
+def console():
+    # The USB console is the process's stdin/stdout (a raw tty set up by the bench).
+    return sys.stdin.buffer
+
+
+def now():
+    return time.time()  # UTC seconds; the unix port's epoch is 1970
+
+
+def localtime(t=None):
+    return time.gmtime(t) if t is not None else time.gmtime()
+
+
+def ticks_ms():
+    return time.ticks_ms()
+
+
+def unique_id():
+    return hashlib.sha256(_image().encode()).digest()[:6]
+
+
+def _marker():
+    return _image() + ".reset"
+
+
+def reset_reason():
+    # Set by the software watchdog or machine_reset() before they kill the process;
+    # a SIGKILL from the bench leaves none: that is a power-on.
+    try:
+        with open(_marker()) as f:
+            r = f.read().strip()
+        os.remove(_marker())
+        return r or "power_on"
+    except OSError:
+        return "power_on"
+
+
+def _hard_reset(reason):
+    with open(_marker(), "w") as f:
+        f.write(reason)
+    # The shell's parent is this interpreter: end it like a reset line would.
+    os.system("kill -9 $PPID")
+
+
+def machine_reset():
+    _hard_reset("soft")
+
+
+class WDT:
+    """Software watchdog: a thread kills the process if feed() stops."""
+
+    def __init__(self, timeout_ms):
+        import _thread
+
+        self.timeout = timeout_ms
+        self.last = time.ticks_ms()
+        _thread.start_new_thread(self._watch, ())
+
+    def feed(self):
+        self.last = time.ticks_ms()
+
+    def _watch(self):
+        while True:
+            time.sleep_ms(100)
+            if time.ticks_diff(time.ticks_ms(), self.last) > self.timeout:
+                print("WDT: not fed for %d ms, resetting" % self.timeout)
+                _hard_reset("watchdog")
+                return
+
+
+def wdt(timeout_ms):
+    return WDT(timeout_ms)
+
+
+def info():
+    return {"board": NAME, "flash_image": _image(), "platform": sys.platform}

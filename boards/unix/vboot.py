@@ -1,0 +1,20 @@
+# The virtual board's "ROM": what a real board's boot does before main.py.
+# REFUND_FIRMWARE=<dir> runs firmware from a source tree; REFUND_FIRMWARE=flash
+# runs what `make deploy BOARD=unix` put on the flash image, as a board would.
+import os
+import sys
+import board
+
+src = os.getenv("REFUND_FIRMWARE") or "flash"
+if src == "flash":
+    from refund_rom_log import log
+
+    board.mount_flash(log)
+    sys.path.insert(0, "/flash")
+    sys.path.insert(0, "/flash/lib")
+else:
+    sys.path.insert(0, src)
+try:
+    import main  # noqa: F401  (runs the application)
+except KeyboardInterrupt:
+    print("application interrupted; REPL follows")

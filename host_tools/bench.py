@@ -1,0 +1,121 @@
+"""refund-bench: run the firmware on the virtual board.
+
+  refund-bench board [--flash FILE] [--console DEV] [--printer DEV] [--ecr DEV] [--baud N]
+
+Device options are tty paths the firmware opens. For every one not given the bench
+creates a null-modem and prints one JSON line {"console": ..., "printer": ..., "ecr": ...}
+with the far ends. The bench then *execs* the interpreter (same PID), so SIGKILL to
+it is a power cut; the null-modem bridge runs in a child that dies with it.
+"""
+import argparse
+import ctypes
+import json
+import os
+import signal
+import sys
+import termios
+import tty
+
+from host_tools import BOARDS, vboard
+from host_tools.nullmodem import NullModem
+
+ROLES = ("console", "printer", "ecr")
+
+
+def _die_with_parent():
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def _check_tty(role, path):
+    if not os.path.exists(path):
+        raise SystemExit("refund-bench: %s tty %s does not exist" % (role, path))
+    fd = os.open(path, os.O_RDWR | os.O_NOCTTY)
+    is_tty = os.isatty(fd)
+    os.close(fd)
+    if not is_tty:
+        raise SystemExit("refund-bench: %s device %s is not a tty" % (role, path))
+
+
+def _raw_console(fd):
+    # mpremote needs a byte-clean console: no echo, no ONLCR.
+    tty.setraw(fd)
+    a = termios.tcgetattr(fd)
+    a[1] &= ~termios.OPOST
+    termios.tcsetattr(fd, termios.TCSANOW, a)
+
+
+def cmd_board(a):
+    if a.board not in BOARDS:
+        raise SystemExit("refund-bench: unknown board %r; boards: %s" % (a.board, ", ".join(BOARDS)))
+    if a.board != "unix":
+        raise SystemExit("refund-bench: only the 'unix' virtual board runs on the bench; "
+                         "deploy to %s with 'make deploy BOARD=%s PORT=DEV'" % (a.board, a.board))
+    devs = {r: getattr(a, r) for r in ROLES}
+    for role, path in devs.items():
+        if path:
+            _check_tty(role, path)
+    modems = []
+    far = {}
+    for role in ROLES:
+        if not devs[role]:
+            nm = NullModem(a.baud)
+            modems.append(nm)
+            devs[role], far[role] = nm.a, nm.b
+    if modems:
+        pid = os.fork()
+        if pid == 0:  # bridge child: lives exactly as long as the board
+            _die_with_parent()
+            if os.getppid() == 1:
+                os._exit(0)
+            for nm in modems:
+                nm.start()
+            signal.pause()
+            os._exit(0)
+        print(json.dumps(far), flush=True)
+    flash = a.flash
+    os.makedirs(os.path.dirname(os.path.abspath(flash)), exist_ok=True)
+    env = vboard.board_env(flash, devs["printer"], devs["ecr"],
+                           firmware="flash" if a.firmware == "flash" else vboard.FIRMWARE)
+    cfd = os.open(devs["console"], os.O_RDWR | os.O_NOCTTY)
+    _raw_console(cfd)
+    sys.stdout.flush()
+    os.dup2(cfd, 0)
+    os.dup2(cfd, 1)
+    os.close(cfd)
+    argv = vboard.board_argv(a.heap)
+    os.execve(argv[0], argv, env)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="refund-bench", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    b = sub.add_parser("board", help="boot the virtual board")
+    b.add_argument("--board", default="unix", help="board name (%s)" % ", ".join(BOARDS))
+    b.add_argument("--flash", default="build/flash.img", help="flash image file (created on first boot)")
+    for role in ROLES:
+        b.add_argument("--" + role, metavar="DEV", help="tty path for the %s" % role)
+    b.add_argument("--baud", type=int, default=None, help="throttle created null-modems to this baud")
+    b.add_argument("--heap", default=vboard.DEFAULT_HEAP, help="MicroPython heap size (-X heapsize)")
+    b.add_argument("--firmware", choices=("src", "flash"), default="src",
+                   help="run firmware from the source tree or from what 'make deploy' put on flash")
+    b.set_defaults(fn=cmd_board)
+    n = sub.add_parser("nullmodem", help="create a virtual serial cable and print its two ends")
+    n.add_argument("--baud", type=int, default=None)
+    n.set_defaults(fn=cmd_nullmodem)
+    a = p.parse_args(argv)
+    return a.fn(a)
+
+
+def cmd_nullmodem(a):
+    nm = NullModem(a.baud)
+    print(json.dumps({"a": nm.a, "b": nm.b}), flush=True)
+    try:
+        nm.serve()
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()
