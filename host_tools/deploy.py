@@ -87,7 +87,11 @@ def deploy(board, port, out_dir):
     built = build(board, out_dir)
     root = ROOT[board]
     cmd = [tool("mpremote"), "connect", port, "resume"]
-    dirs = sorted({os.path.dirname(d) for d in built if os.path.dirname(d)})
+    dirs = set()
+    for d in built:
+        parts = d.split("/")[:-1]
+        dirs.update("/".join(parts[: i + 1]) for i in range(len(parts)))
+    dirs = sorted(dirs)
     for d in dirs:  # parents first; "mkdir" of an existing dir is not an error here
         cmd += ["exec", "import os\ntry:\n os.mkdir('%s/%s')\nexcept OSError:\n pass" % (root, d), "+"]
     for d in built:

@@ -1,7 +1,11 @@
 """How to start the real MicroPython interpreter as the virtual board."""
+import json
 import os
 import shutil
+import signal
+import subprocess
 import sys
+import time
 
 from host_tools import REPO
 
@@ -47,3 +51,58 @@ def board_env(flash, printer=None, ecr=None, firmware=FIRMWARE, cut_at=0, torn=F
 def board_argv(heap=DEFAULT_HEAP):
     # -i: when the application stops (Ctrl-C on the console) the REPL follows.
     return [micropython(), "-X", "heapsize=" + heap, "-i", os.path.join(UNIX_BOARD, "vboot.py")]
+
+
+class Board:
+    """A virtual board started with `refund-bench board`, console opened with pyserial."""
+
+    def __init__(self, flash, args=(), env=None):
+        import serial
+
+        self.flash = flash
+        cmd = [os.path.join(os.path.dirname(sys.executable), "refund-bench"), "board",
+               "--flash", flash] + list(args)
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     env=env, cwd=REPO)
+        line = self.proc.stdout.readline()
+        if not line:
+            raise AssertionError("bench printed no JSON: %s" % self.proc.stderr.read().decode())
+        self.ends = json.loads(line)
+        self.console = serial.serial_for_url(self.ends["console"], timeout=0.1)
+        self.out = b""
+
+    def read_until(self, marker, timeout=10):
+        marker = marker.encode() if isinstance(marker, str) else marker
+        end = time.time() + timeout
+        while marker not in self.out:
+            if time.time() > end:
+                raise AssertionError("no %r on console within %ss; got:\n%s"
+                                     % (marker, timeout, self.out.decode(errors="replace")))
+            self.out += self.console.read(4096)
+        return self.out
+
+    def ready(self, timeout=10):
+        self.read_until(b"READY ", timeout)
+        self.read_until(b"\n", timeout)
+        tail = self.out[self.out.rindex(b"READY ") + 6:]
+        return json.loads(tail.split(b"\n", 1)[0])
+
+    def mpremote(self, *args, timeout=60):
+        self.console.close()  # one owner of the port at a time, as with a real USB port
+        try:
+            exe = os.path.join(os.path.dirname(sys.executable), "mpremote")
+            return subprocess.run([exe, "connect", self.ends["console"], "resume"] + list(args),
+                                  capture_output=True, text=True, timeout=timeout)
+        finally:
+            if self.proc.poll() is None:  # a board that reset itself has no console left
+                self.console.open()
+
+    def kill(self):
+        """Power cut: SIGKILL the interpreter (the bench exec'd it)."""
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+        try:
+            self.console.close()
+        except Exception:
+            pass

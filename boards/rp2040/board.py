@@ -102,5 +102,16 @@ def wdt(timeout_ms):
     return machine.WDT(timeout=min(timeout_ms, 8388))  # RP2040 WDT max ~8.3 s
 
 
+_service_timer = None
+
+
+def wdt_service_mode(w):
+    """The app stopped for a technician at the REPL. A started WDT cannot be
+    stopped on this chip, so a timer keeps feeding it while the REPL is in use."""
+    global _service_timer
+    _service_timer = machine.Timer(-1)
+    _service_timer.init(period=1000, callback=lambda t: w.feed())
+
+
 def info():
     return {"board": NAME, "freq": machine.freq(), "platform": sys.platform}

@@ -165,15 +165,16 @@ class WDT:
 
         self.timeout = timeout_ms
         self.last = time.ticks_ms()
+        self.on = True
         _thread.start_new_thread(self._watch, ())
 
     def feed(self):
         self.last = time.ticks_ms()
 
     def _watch(self):
-        while True:
+        while self.on:
             time.sleep_ms(100)
-            if time.ticks_diff(time.ticks_ms(), self.last) > self.timeout:
+            if self.on and time.ticks_diff(time.ticks_ms(), self.last) > self.timeout:
                 print("WDT: not fed for %d ms, resetting" % self.timeout)
                 _hard_reset("watchdog")
                 return
@@ -181,6 +182,11 @@ class WDT:
 
 def wdt(timeout_ms):
     return WDT(timeout_ms)
+
+
+def wdt_service_mode(w):
+    """The app stopped for a technician at the REPL: keep the board from resetting."""
+    w.on = False
 
 
 def info():

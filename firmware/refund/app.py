@@ -67,6 +67,7 @@ async def _main(board, reason, info, uarts):
     await stop.wait()
     for t in tasks:
         t.cancel()
+    board.wdt_service_mode(wdt)
     log("app", "stopped by Ctrl-C on the console; REPL follows")
 
 
