@@ -115,7 +115,7 @@ def console():
 
 
 def now():
-    return time.time()  # UTC seconds; the unix port's epoch is 1970
+    return int(time.time())  # UTC seconds; the unix port's epoch is 1970
 
 
 def localtime(t=None):

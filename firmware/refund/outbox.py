@@ -1,0 +1,641 @@
+# Durable outbox: the refund lifecycle on littlefs, safe at every power cut.
+#
+# On flash (root, e.g. /flash/ob; full layout in docs/outbox-format.md):
+#   snap      snapshot: head frame, then one entry frame per live entry (atomic rename)
+#   j/NNNNNNNN journal: one frame per file, named by its version number. A file of
+#             <= 128 B lives inline in littlefs metadata, so appending a record costs
+#             one metadata commit (~0.4 KB) instead of rewriting a 4 KB data block.
+#   hist      completed entries (append at compaction, trimmed to the retention window)
+#
+# RAM holds only an index of live entries (seq, state, flags, amount, version, where
+# the latest record is): ~22 B each in arrays. Entry details are read on demand.
+import os
+from array import array
+from micropython import const
+from refund import record as R
+
+_LEASE_N = const(32)  # rid / STAN numbers reserved per lease record
+_STAN_MOD = const(999999)
+_IN_J = const(-1)  # loc >= 0: offset in snap; _IN_J: latest record is journal file <ver>
+
+DEFAULTS = {
+    "max_live": 500,  # live entries
+    "max_amount": 5000000,  # per refund, minor units
+    "max_pending": 50000000,  # queued + cancelling total, minor units
+    "low_water": 65536,  # free flash bytes needed to accept a refund
+    "stale_s": 72 * 3600,
+    "keep_n": 1000,  # completed entries kept for explain / reprint ...
+    "keep_s": 30 * 86400,  # ... and for how long
+    "compact_min": 64,  # journal files before compaction (scales with live count)
+    "compact_max": 256,
+}
+
+_ALNUM = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+
+
+class Refused(Exception):
+    """Intake refusal: code is a stable reason code, text says why."""
+
+    def __init__(self, code, text):
+        super().__init__(code, text)
+        self.code = code
+        self.text = text
+
+
+class BadTransition(Exception):
+    pass
+
+
+def _exists(p):
+    try:
+        os.stat(p)
+        return True
+    except OSError:
+        return False
+
+
+def _remove(p):
+    try:
+        os.remove(p)
+    except OSError:
+        pass
+
+
+class Outbox:
+    def __init__(self, root, clock, log, cfg=None):
+        self.root = root
+        self.jdir = root + "/j"
+        self.clock = clock
+        self.log = log
+        c = dict(DEFAULTS)
+        if cfg:
+            for k in cfg:
+                if k not in c:
+                    raise ValueError("unknown outbox setting %r" % k)
+                c[k] = cfg[k]
+        self.cfg = c
+        self._buf = bytearray(R.MAX_FRAME + 128)  # one read buffer for every frame
+        self.damaged = 0
+        self.on_change = None  # callback(seq, state) for the sender / printer tasks
+
+    # ---- recovery -----------------------------------------------------------------
+
+    def _reset_index(self):
+        self._seq = array("I")
+        self._state = bytearray()
+        self._flags = bytearray()
+        self._amt = array("q")
+        self._ver = array("I")
+        self._loc = array("i")
+        self.live = 0
+        self.pending = 0  # queued + cancelling amount
+
+    def recover(self):
+        """Rebuild the index from snapshot + journal. Returns recovery stats."""
+        for d in (self.root, self.jdir):
+            if not _exists(d):
+                os.mkdir(d)
+        _remove(self.root + "/snap.tmp")  # a compaction that never finished
+        _remove(self.root + "/hist.tmp")
+        self._reset_index()
+        self.damaged = 0
+        h = self._read_snap()
+        if h is None:
+            gen = self._journal_gen()
+            if gen:
+                self._damage("journal without snapshot: keeping rid generation %s" % gen)
+            h = {"gen": gen or self._new_gen(), "base": 0, "seq_limit": 1, "stan_limit": 0,
+                 "hist_ver": 0, "hist_count": 0, "hist_oldest": 0, "count": 0}
+            self._write_snap(h, ())  # persist the generation before any rid uses it
+        self.head = h
+        self.gen = h["gen"]
+        seq_limit = h["seq_limit"]
+        stan_limit = h["stan_limit"]
+        ver = h["base"]
+        n = 0
+        files = self._jfiles()
+        last = files[-1] if files else -1
+        for v in files:
+            if v <= h["base"]:
+                _remove(self._jpath(v))  # already in the snapshot: a compaction was cut
+                continue
+            ver = max(ver, v)
+            try:
+                typ, p = self._read_j(v)
+                n += 1
+                if typ == R.T_ENTRY:
+                    hv, seq, state, flags, amt = R.entry_head(p)
+                    if hv != v:
+                        raise R.Corrupt("version %d in file %d" % (hv, v))
+                    self._upsert(seq, state, flags, amt, v, _IN_J)
+                    seq_limit = max(seq_limit, seq + 1)
+                elif typ == R.T_LEASE:
+                    _v, sl, stl = R.parse_lease(p)
+                    seq_limit = max(seq_limit, sl)
+                    stan_limit = max(stan_limit, stl)
+                else:
+                    raise R.Corrupt("type %d" % typ)
+            except (R.Corrupt, OSError, ValueError, IndexError) as e:
+                if v == last and str(e) in ("short", "length", "crc"):
+                    # Torn tail: littlefs creates the file before the data commits, so a
+                    # cut between the two leaves it short. It was never acknowledged.
+                    self.log("outbox", "torn tail record %d ignored" % v)
+                    _remove(self._jpath(v))
+                else:
+                    self._damage("journal record %d: %s" % (v, e))
+        self.ver = ver
+        # A crash may skip numbers, never reuse one: start after every lease.
+        self.seq_limit = self.next_seq = seq_limit
+        self.stan_limit = self.next_stan = stan_limit
+        return {"live": self.live, "journal": n, "snapshot": h["count"], "damaged": self.damaged}
+
+    def _damage(self, what):
+        self.damaged += 1
+        self.log("outbox", "DAMAGE " + what, level="ERROR")
+
+    def _journal_gen(self):
+        for v in self._jfiles():
+            try:
+                typ, p = self._read_j(v)
+                if typ == R.T_ENTRY:
+                    return R.parse_entry(p)["gen"]
+            except (R.Corrupt, OSError, ValueError, IndexError):
+                pass
+        return None
+
+    def _new_gen(self):
+        # Random rid prefix chosen when the outbox is created: a reformatted flash can
+        # never hand out a rid the host has already seen.
+        return "".join(chr(_ALNUM[b % 36]) for b in os.urandom(4))
+
+    def _jpath(self, v):
+        return "%s/%08d" % (self.jdir, v)
+
+    def _jfiles(self):
+        vs = []
+        for t in os.ilistdir(self.jdir):
+            try:
+                vs.append(int(t[0]))
+            except ValueError:
+                _remove(self.jdir + "/" + t[0])  # not ours (e.g. an interrupted temp)
+        vs.sort()
+        return vs
+
+    def _read_j(self, v):
+        with open(self._jpath(v), "rb") as f:
+            n = f.readinto(self._buf)
+        return R.check(memoryview(self._buf)[:n])
+
+    def _read_snap(self):
+        """Load the snapshot into the index; None if there is none."""
+        try:
+            f = open(self.root + "/snap", "rb")
+        except OSError:
+            return None
+        with f:
+            try:
+                typ, p = self._next_frame(f)
+                if typ != R.T_HEAD:
+                    raise R.Corrupt("no head")
+                h = R.parse_head(p)
+            except (R.Corrupt, ValueError, IndexError) as e:
+                self._damage("snapshot head: %s" % e)
+                return None
+            n = 0
+            for off, typ, p in self._frames(f, f.tell(), "snapshot"):
+                try:
+                    ver, seq, state, flags, amt = R.entry_head(p)
+                    self._upsert(seq, state, flags, amt, ver, off)
+                    n += 1
+                except (R.Corrupt, ValueError) as e:
+                    self._damage("snapshot record at %d: %s" % (off, e))
+                if n == h["count"]:
+                    break
+        return h
+
+    def _frames(self, f, off, what):
+        """Yield (offset, type, payload) of each valid frame from off to the end of f.
+        A damaged frame is reported once and skipped by re-synchronising on the next
+        offset whose frame CRC holds, so records after the damage are still recovered."""
+        end = f.seek(0, 2)
+        bad = -1
+        while off < end:
+            f.seek(off)
+            try:
+                typ, p = self._next_frame(f)
+            except R.Corrupt as e:
+                if bad < 0:
+                    bad = off
+                    if str(e) != "truncated" or off + 1 < end:
+                        self._damage("%s record at %d: %s" % (what, off, e))
+                off += 1
+                continue
+            bad = -1
+            yield off, typ, p
+            off += self._buf[0]
+
+    def _next_frame(self, f):
+        b = self._buf
+        if f.readinto(memoryview(b)[:1]) != 1:
+            raise R.Corrupt("truncated")
+        n = b[0]
+        if n < 6:
+            raise R.Corrupt("length")
+        if f.readinto(memoryview(b)[1:n]) != n - 1:
+            raise R.Corrupt("truncated")
+        return R.check(memoryview(b)[:n])
+
+    # ---- index --------------------------------------------------------------------
+
+    def _find(self, seq):
+        a = self._seq
+        lo, hi = 0, len(a)
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if a[mid] < seq:
+                lo = mid + 1
+            else:
+                hi = mid
+        return lo
+
+    def _idx(self, seq):
+        i = self._find(seq)
+        if i < len(self._seq) and self._seq[i] == seq and self._state[i]:
+            return i
+        return -1
+
+    def _upsert(self, seq, state, flags, amt, ver, loc):
+        i = self._find(seq)
+        if i < len(self._seq) and self._seq[i] == seq:
+            if ver <= self._ver[i]:
+                return
+            self._account(i, -1)
+        else:
+            if R.complete(state, flags):
+                return  # completed before we ever saw it live: history only
+            self._seq[i:i] = array("I", (seq,))
+            self._state[i:i] = bytes((0,))
+            self._flags[i:i] = bytes((0,))
+            self._amt[i:i] = array("q", (0,))
+            self._ver[i:i] = array("I", (0,))
+            self._loc[i:i] = array("i", (0,))
+        self._state[i] = 0 if R.complete(state, flags) else state
+        self._flags[i] = flags
+        self._amt[i] = amt
+        self._ver[i] = ver
+        self._loc[i] = loc
+        self._account(i, 1)
+
+    def _account(self, i, sign):
+        s = self._state[i]
+        if s:
+            self.live += sign
+            if s == R.QUEUED or s == R.CANCELLING:
+                self.pending += sign * self._amt[i]
+
+    # ---- reading ------------------------------------------------------------------
+
+    def _load(self, i):
+        loc = self._loc[i]
+        if loc == _IN_J:
+            typ, p = self._read_j(self._ver[i])
+        else:
+            with open(self.root + "/snap", "rb") as f:
+                f.seek(loc)
+                typ, p = self._next_frame(f)
+        e = R.parse_entry(p)
+        e["rid"] = R.rid_of(e["gen"], e["seq"])
+        return e
+
+    def seq_of(self, rid):
+        if not isinstance(rid, str) or len(rid) < 6 or rid[-7:-6] != "-":
+            return None
+        try:
+            return int(rid[-6:]) if rid[:-7] == self.gen else None
+        except ValueError:
+            return None
+
+    def get(self, rid):
+        """Full entry dict, live or completed (journal tail, then history); None if unknown."""
+        seq = self.seq_of(rid)
+        if seq is None:
+            return None
+        i = self._idx(seq)
+        if i >= 0:
+            e = self._load(i)
+        else:
+            e = self._find_done(seq)
+        if e is not None:
+            e["state_name"] = R.NAMES[e["state"]]
+            e["stale"] = self._stale(e)
+        return e
+
+    def _stale(self, e):
+        return not R.complete(e["state"], e["flags"]) and \
+            self.clock() - e["created"] > self.cfg["stale_s"]
+
+    def _find_done(self, seq):
+        for v in reversed(self._jfiles()):
+            try:
+                typ, p = self._read_j(v)
+                if typ == R.T_ENTRY and R.entry_head(p)[1] == seq:
+                    e = R.parse_entry(p)
+                    e["rid"] = R.rid_of(e["gen"], seq)
+                    return e
+            except (R.Corrupt, OSError, ValueError):
+                pass
+        best = None
+        for e in self.history():
+            if e["seq"] == seq and (best is None or e["ver"] > best["ver"]):
+                best = e
+        return best
+
+    def history(self):
+        """Completed entries in the history file (oldest first), read from flash."""
+        try:
+            f = open(self.root + "/hist", "rb")
+        except OSError:
+            return
+        with f:
+            for _off, typ, p in self._frames(f, 0, "history"):
+                if typ == R.T_ENTRY:
+                    e = R.parse_entry(p)
+                    e["rid"] = R.rid_of(e["gen"], e["seq"])
+                    yield e
+
+    def rids(self, state=None):
+        """Live rids (in intake order), optionally only those in `state`."""
+        out = []
+        for i in range(len(self._seq)):
+            s = self._state[i]
+            if s and (state is None or s == state):
+                out.append(R.rid_of(self.gen, self._seq[i]))
+        return out
+
+    def entries(self, state=None):
+        for rid in self.rids(state):
+            e = self.get(rid)
+            if e:
+                yield e
+
+    def state(self, rid):
+        seq = self.seq_of(rid)
+        i = self._idx(seq) if seq is not None else -1
+        return self._state[i] if i >= 0 else None
+
+    def print_queue(self):
+        """Approved entries owed a receipt, in approval order."""
+        es = list(self.entries(R.APPROVED))
+        es.sort(key=lambda e: e["aver"])
+        return es
+
+    # ---- writing ------------------------------------------------------------------
+
+    def _append(self, frame):
+        """Write one journal record as its own file; durable when this returns."""
+        v = self.ver + 1
+        p = self._jpath(v)
+        try:
+            with open(p, "wb") as f:
+                f.write(frame)
+        except OSError:
+            _remove(p)  # never leave a half-made record behind (e.g. flash full)
+            raise
+        self.ver = v
+        return v
+
+    def _lease(self, seq_limit, stan_limit):
+        v = self.ver + 1
+        self._append(R.lease(v, seq_limit, stan_limit))
+        self.seq_limit = seq_limit
+        self.stan_limit = stan_limit
+
+    def _reserve(self, seqs, stans):
+        # Counters are leased _LEASE_N at a time and the lease is durable before use.
+        if self.next_seq + seqs > self.seq_limit or self.next_stan + stans > self.stan_limit:
+            self._lease(max(self.seq_limit, self.next_seq + _LEASE_N),
+                        max(self.stan_limit, self.next_stan + _LEASE_N))
+
+    def take_stan(self):
+        """A new STAN (000001-999999), persisted before use: never reused after a crash."""
+        self._reserve(0, 1)
+        n = self.next_stan
+        self.next_stan += 1
+        return n % _STAN_MOD + 1
+
+    def _write(self, e):
+        """Persist a new version of entry e, then update the index."""
+        e["ver"] = self.ver + 1
+        e["updated"] = self.clock()
+        v = self._append(R.entry(e))
+        self._upsert(e["seq"], e["state"], e["flags"], e["amount"], v, _IN_J)
+        if self.on_change:
+            self.on_change(e["seq"], e["state"])
+        try:
+            self.maybe_compact()
+        except OSError as err:
+            # The change above is durable; compaction is retried on the next write.
+            _remove(self.root + "/snap.tmp")
+            self.log("outbox", "compaction failed: %s" % err, level="ERROR")
+        return e
+
+    def free_bytes(self):
+        st = os.statvfs(self.root)
+        return st[0] * st[3]
+
+    def intake(self, amount, currency, orrn, op="", sup="", ecr=""):
+        """Accept a refund: returns the entry once its queued record is durable."""
+        c = self.cfg
+        if not isinstance(amount, int) or amount <= 0:
+            raise Refused("bad_amount", "amount must be a positive integer in minor units")
+        if amount > c["max_amount"]:
+            raise Refused("amount_limit", "amount %d above the per-refund limit %d"
+                          % (amount, c["max_amount"]))
+        if not isinstance(currency, int) or not 0 < currency < 1000:
+            raise Refused("bad_currency", "currency must be an ISO 4217 numeric code")
+        if not isinstance(orrn, str) or len(orrn) != 12 or not _alnum(orrn):
+            raise Refused("bad_orrn", "original RRN must be 12 letters or digits")
+        for k, v in (("op", op), ("sup", sup), ("ecr", ecr)):
+            if not isinstance(v, str) or len(v) > R.STR_MAX[k] or not _safe(v):
+                raise Refused("bad_" + k, "%s must be at most %d printable characters"
+                              % (k, R.STR_MAX[k]))
+        if self.live >= c["max_live"]:
+            raise Refused("outbox_full", "%d refunds already waiting (limit %d)"
+                          % (self.live, c["max_live"]))
+        if self.pending + amount > c["max_pending"]:
+            raise Refused("pending_limit", "pending total would exceed %d" % c["max_pending"])
+        if self.free_bytes() < c["low_water"]:
+            raise Refused("flash_low", "flash below its low-water mark")
+        try:
+            self._reserve(1, 1)
+            seq = self.next_seq
+            self.next_seq += 1
+            stan = self.take_stan()
+            now = self.clock()
+            e = {"seq": seq, "gen": self.gen, "state": R.QUEUED, "flags": 0, "stan": stan,
+                 "rstan": 0, "amount": amount, "currency": currency, "created": now,
+                 "aver": 0, "code": "", "orrn": orrn, "rrn": "", "auth": "", "op": op,
+                 "sup": sup, "ecr": ecr}
+            e = self._write(e)
+        except OSError as err:
+            raise Refused("flash_error", "could not record the refund (%s)" % err)
+        e["rid"] = R.rid_of(self.gen, seq)
+        return e
+
+    def _change(self, rid, state, set_flags=0, need=0, **kw):
+        """Write rid's next version in `state`; `need` = the state it must be in now."""
+        seq = self.seq_of(rid)
+        i = self._idx(seq) if seq is not None else -1
+        if i < 0:
+            raise BadTransition("%s is not a live refund" % rid)
+        e = self._load(i)
+        if (need and e["state"] != need) or not R.can_move(e["state"], state):
+            raise BadTransition("%s: %s -> %s not allowed" % (rid, R.NAMES[e["state"]], R.NAMES[state]))
+        e["state"] = state
+        e["flags"] |= set_flags
+        for k in kw:
+            e[k] = kw[k]
+        e = self._write(e)
+        e["rid"] = rid
+        return e
+
+    def mark_sent(self, rid):
+        """Call before the first 0200 leaves: from then on the host may know it."""
+        return self._change(rid, R.QUEUED, R.F_SENT, R.QUEUED)
+
+    def approve(self, rid, rrn, auth):
+        return self._change(rid, R.APPROVED, 0, R.QUEUED, rrn=rrn, auth=auth, code="00", aver=self.ver + 1)
+
+    def decline(self, rid, code):
+        return self._change(rid, R.DECLINED, 0, R.QUEUED, code=code)
+
+    def print_begun(self, rid):
+        """Call before the first receipt byte: any later copy is then a REPRINT."""
+        st = self.state(rid)
+        if st != R.APPROVED and st != R.DECLINED:
+            raise BadTransition("%s: nothing to print in state %s" % (rid, R.NAMES[st or 0] or "unknown"))
+        return self._change(rid, st, R.F_PRINTING)
+
+    def printed(self, rid):
+        st = self.state(rid)
+        if st == R.DECLINED:
+            return self._change(rid, R.DECLINED, R.F_SLIP)
+        return self._change(rid, R.PRINTED, 0, R.APPROVED)
+
+    def cancel(self, rid):
+        """Staff cancel: cancelled if never sent, cancelling (reversal owed) otherwise."""
+        seq = self.seq_of(rid)
+        i = self._idx(seq) if seq is not None else -1
+        if i < 0:
+            raise BadTransition("%s is not a live refund" % rid)
+        st = self._state[i]
+        if st == R.CANCELLING:
+            return self._load(i)
+        if st != R.QUEUED:
+            raise BadTransition("%s is %s: cannot cancel" % (rid, R.NAMES[st]))
+        if self._flags[i] & R.F_SENT:
+            return self._change(rid, R.CANCELLING, rstan=self.take_stan())
+        return self._change(rid, R.CANCELLED)
+
+    def reversal_sent(self, rid):
+        return self._change(rid, R.CANCELLING, R.F_REV_SENT, R.CANCELLING)
+
+    def reversed(self, rid):
+        return self._change(rid, R.CANCELLED, 0, R.CANCELLING)
+
+    # ---- compaction -----------------------------------------------------------------
+
+    def maybe_compact(self):
+        c = self.cfg
+        limit = min(c["compact_max"], max(c["compact_min"], self.live // 2))
+        if self.ver - self.head["base"] >= limit:
+            self.compact()
+
+    def compact(self):
+        """Completed entries -> hist; live entries -> snap.tmp -> rename; drop journal."""
+        h = dict(self.head)
+        done = []
+        for v in self._jfiles():
+            if v <= h["base"]:
+                continue
+            try:
+                typ, p = self._read_j(v)
+                if typ == R.T_ENTRY:
+                    ver, seq, state, flags, _a = R.entry_head(p)
+                    if R.complete(state, flags) and ver > h["hist_ver"]:
+                        done.append(bytes(memoryview(self._buf)[: self._buf[0]]))
+            except (R.Corrupt, OSError, ValueError):
+                pass
+        if done:
+            with open(self.root + "/hist", "ab") as f:
+                for fr in done:
+                    f.write(fr)
+            h["hist_count"] += len(done)
+            h["hist_ver"] = self.ver
+            if not h["hist_oldest"]:
+                h["hist_oldest"] = self.clock()
+        c = self.cfg
+        if h["hist_count"] > c["keep_n"] + c["keep_n"] // 4 or \
+                (h["hist_oldest"] and self.clock() - h["hist_oldest"] > c["keep_s"] + 86400):
+            self._trim_hist(h)
+        h["base"] = self.ver
+        h["seq_limit"] = self.seq_limit
+        h["stan_limit"] = self.stan_limit
+        locs = self._write_snap(h, [i for i in range(len(self._seq)) if self._state[i]])
+        self.head = h
+        for v in self._jfiles():
+            if v <= h["base"]:
+                _remove(self._jpath(v))
+        # Rebuild the index without completed tombstones.
+        old = (self._seq, self._state, self._flags, self._amt, self._ver)
+        self._reset_index()
+        for i, off in locs:
+            self._upsert(old[0][i], old[1][i], old[2][i], old[3][i], old[4][i], off)
+
+    def _write_snap(self, h, idx):
+        h["count"] = len(idx)
+        tmp = self.root + "/snap.tmp"
+        locs = []
+        with open(tmp, "wb") as f:
+            f.write(R.head(h))
+            for i in idx:
+                e = self._load(i)
+                locs.append((i, f.tell()))
+                f.write(R.entry(e))
+        os.rename(tmp, self.root + "/snap")
+        return locs
+
+    def _trim_hist(self, h):
+        c = self.cfg
+        cutoff = self.clock() - c["keep_s"]
+        latest = {}
+        for e in self.history():
+            if e["updated"] >= cutoff:
+                latest[e["seq"]] = e  # later copies win (a cut compaction may repeat one)
+        keep = sorted(latest.keys())[-c["keep_n"]:]
+        tmp = self.root + "/hist.tmp"
+        with open(tmp, "wb") as f:
+            for s in keep:
+                f.write(R.entry(latest[s]))
+        os.rename(tmp, self.root + "/hist")
+        h["hist_count"] = len(keep)
+        h["hist_oldest"] = min([latest[s]["updated"] for s in keep]) if keep else 0
+
+    def stats(self):
+        return {"live": self.live, "pending": self.pending, "journal": self.ver - self.head["base"],
+                "history": self.head["hist_count"], "damaged": self.damaged, "gen": self.gen,
+                "next_seq": self.next_seq}
+
+
+def _alnum(s):
+    for ch in s:
+        if not ("0" <= ch <= "9" or "A" <= ch <= "Z" or "a" <= ch <= "z"):
+            return False
+    return True
+
+
+def _safe(s):
+    for ch in s:
+        if ch < " " or ch > "~" or ch in ";=":
+            return False
+    return True

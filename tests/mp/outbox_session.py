@@ -1,0 +1,94 @@
+# A scripted outbox session (MicroPython) for the power-cut proof. It prints an event
+# line after every durable step, so the checker knows what was acknowledged when the
+# power went: "TRY rid state" before a transition, "ST rid state flags" after it,
+# "ACK rid stan" after an intake, "PB rid" after print_begun.
+import board
+from refund.log import log
+from refund.outbox import Outbox
+from refund import record as R
+
+board.mount_flash(lambda *a, **k: None)
+ob = Outbox("/flash/ob", board.now, lambda *a, **k: None, {"compact_min": 16})
+ob.recover()
+
+
+N = 32  # refunds in the scripted session
+
+
+def st(e):
+    print("ST", e["rid"], e["state"], e["flags"])
+
+
+def step(rid, name, fn, *args):
+    want = {"mark_sent": R.QUEUED, "approve": R.APPROVED, "decline": R.DECLINED,
+            "print_begun": ob.state(rid), "printed": R.PRINTED, "reversal_sent": R.CANCELLING,
+            "reversed": R.CANCELLED}.get(name)
+    if name == "cancel":
+        want = R.CANCELLING if sent(rid) else R.CANCELLED
+    if name == "printed" and ob.state(rid) == R.DECLINED:
+        want = R.DECLINED
+    print("TRY", rid, want)
+    e = fn(rid, *args)
+    st(e)
+    if name == "print_begun":
+        print("PB", rid)
+
+
+def sent(rid):
+    return ob._flags[ob._idx(ob.seq_of(rid))] & R.F_SENT
+
+
+def run():
+    rids = []
+    for i in range(N):
+        e = ob.intake(1000 + i, 156, "ORIG%08d" % i, "01", "", "E%d" % i)
+        print("ACK", e["rid"], e["stan"])
+        rids.append(e["rid"])
+        if i % 3 == 2:  # host traffic interleaved with intake, as in a shop
+            r = rids[i - 2]
+            step(r, "mark_sent", ob.mark_sent)
+    plan = {
+        "full": rids[0:12], "decline": rids[12:15], "cancel_unsent": [rids[16], rids[19]],
+        "cancel_sent": [rids[15], rids[18]], "print_begun": rids[21:24], "sent": rids[24:28],
+    }
+    for r in plan["full"]:
+        if not sent(r):
+            step(r, "mark_sent", ob.mark_sent)
+        step(r, "approve", ob.approve, "RRN%09d" % ob.seq_of(r), "AU%04d" % ob.seq_of(r))
+        step(r, "print_begun", ob.print_begun)
+        step(r, "printed", ob.printed)
+    for r in plan["decline"]:
+        if not sent(r):
+            step(r, "mark_sent", ob.mark_sent)
+        step(r, "decline", ob.decline, "05")
+    for r in plan["cancel_unsent"]:
+        step(r, "cancel", ob.cancel)
+    for r in plan["cancel_sent"]:
+        if not sent(r):
+            step(r, "mark_sent", ob.mark_sent)
+        step(r, "cancel", ob.cancel)
+        step(r, "reversal_sent", ob.reversal_sent)
+    for r in plan["decline"][:2]:
+        step(r, "print_begun", ob.print_begun)
+        step(r, "printed", ob.printed)
+    for r in plan["print_begun"]:
+        if not sent(r):
+            step(r, "mark_sent", ob.mark_sent)
+        step(r, "approve", ob.approve, "RRN%09d" % ob.seq_of(r), "AU%04d" % ob.seq_of(r))
+        step(r, "print_begun", ob.print_begun)
+    step(plan["cancel_sent"][0], "reversed", ob.reversed)
+    for r in plan["sent"]:
+        if not sent(r):
+            step(r, "mark_sent", ob.mark_sent)
+    ob.compact()
+    print("COMPACTED")
+    for i in range(3):
+        e = ob.intake(5000 + i, 156, "LATE%08d" % i, "02")
+        print("ACK", e["rid"], e["stan"])
+    print("DONE", board.flash_dev().ops())
+
+
+try:
+    run()
+except Exception as e:  # the power went: every later flash access fails
+    print("CUT", repr(e))
