@@ -103,6 +103,18 @@ def deploy(board, port, out_dir):
     return built
 
 
+def package_json():
+    """The mip package description of the firmware (kept in step by a test)."""
+    import json
+
+    fw = os.path.join(REPO, "firmware")
+    urls = sorted([os.path.relpath(src, fw), os.path.relpath(src, REPO)]
+                  for src, _dst in sources("unix") if not src.endswith("main.py"))
+    with open(os.path.join(REPO, "firmware", "refund", "__init__.py")) as f:
+        version = f.read().split('VERSION = "')[1].split('"')[0]
+    return json.dumps({"version": version, "deps": [], "urls": urls}, indent=2) + "\n"
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(prog="refund-deploy", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -110,10 +122,15 @@ def main(argv=None):
     p.add_argument("--port", default="")
     p.add_argument("--build-only", action="store_true")
     p.add_argument("--out", default=None)
+    p.add_argument("--package-json", action="store_true", help="rewrite package.json")
     a = p.parse_args(argv)
     if a.board not in BOARDS:
         raise SystemExit("unknown board %r; boards: %s" % (a.board, ", ".join(BOARDS)))
     out = a.out or os.path.join(REPO, "build", "mpy", a.board)
+    if a.package_json:
+        with open(os.path.join(REPO, "package.json"), "w") as f:
+            f.write(package_json())
+        return 0
     if a.build_only:
         checked = check_all()
         built = build(a.board, out)

@@ -40,11 +40,13 @@ def test_make_mpy_builds_each_board(board):
 
 def test_mip_package_json_lists_every_firmware_file():
     with open(os.path.join(REPO, "package.json")) as f:
-        pkg = json.load(f)
-    listed = sorted(dst for dst, _src in pkg["urls"])
+        text = f.read()
+    # Regenerate with: python -m host_tools.deploy --board unix --package-json
+    assert text == deploy.package_json()
+    pkg = json.loads(text)
     want = sorted(os.path.relpath(s, os.path.join(REPO, "firmware"))
                   for s, _d in deploy.sources("unix") if not s.endswith("main.py"))
-    assert listed == want
+    assert sorted(dst for dst, _src in pkg["urls"]) == want
     for dst, src in pkg["urls"]:
         assert os.path.exists(os.path.join(REPO, src)), src
 

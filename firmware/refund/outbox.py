@@ -372,6 +372,17 @@ class Outbox:
                 out.append(R.rid_of(self.gen, self._seq[i]))
         return out
 
+    def seqs(self, state):
+        """Live entry numbers in `state`, oldest first, without allocating rid strings."""
+        st = self._state
+        sq = self._seq
+        for i in range(len(sq)):
+            if st[i] == state:
+                yield sq[i]
+
+    def rid(self, seq):
+        return R.rid_of(self.gen, seq)
+
     def entries(self, state=None):
         for rid in self.rids(state):
             e = self.get(rid)
@@ -501,7 +512,11 @@ class Outbox:
 
     def mark_sent(self, rid):
         """Call before the first 0200 leaves: from then on the host may know it."""
-        return self._change(rid, R.QUEUED, R.F_SENT, R.QUEUED)
+        seq = self.seq_of(rid)
+        i = self._idx(seq) if seq is not None else -1
+        if i >= 0 and self._state[i] == R.QUEUED and self._flags[i] & R.F_SENT:
+            return self._load(i)  # already durable: keep the first send time (field 90)
+        return self._change(rid, R.QUEUED, R.F_SENT, R.QUEUED, sent=self.clock())
 
     def approve(self, rid, rrn, auth):
         return self._change(rid, R.APPROVED, 0, R.QUEUED, rrn=rrn, auth=auth, code="00", aver=self.ver + 1)
@@ -538,6 +553,7 @@ class Outbox:
         return self._change(rid, R.CANCELLED)
 
     def reversal_sent(self, rid):
+        """Call before the first 0420 leaves."""
         return self._change(rid, R.CANCELLING, R.F_REV_SENT, R.CANCELLING)
 
     def reversed(self, rid):

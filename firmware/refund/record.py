@@ -38,9 +38,9 @@ T_HEAD = const(0x48)  # 'H'
 MAX_FRAME = const(128)  # one journal file stays inline in littlefs metadata (cheap)
 _OVER = const(6)  # len + type + crc
 
-# ver seq state flags stan rstan amount currency created updated aver code gen
-_ENTRY = "<IIBBIIqHIII2s4s"
-_ENTRY_LEN = const(46)
+# ver seq state flags stan rstan amount currency created updated aver sent code gen
+_ENTRY = "<IIBBIIqHIIII2s4s"
+_ENTRY_LEN = const(50)
 _LEASE = "<III"  # ver seq_limit stan_limit
 # fmt gen base seq_limit stan_limit hist_ver hist_count hist_oldest count
 _HEAD = "<B4sIIIIIII"
@@ -103,7 +103,7 @@ def entry(e):
     code = (e.get("code") or "").encode()
     head = struct.pack(_ENTRY, e["ver"], e["seq"], e["state"], e["flags"], e["stan"],
                        e.get("rstan", 0), e["amount"], e["currency"], e["created"],
-                       e["updated"], e.get("aver", 0), code[:2] if len(code) == 2 else b"  ",
+                       e["updated"], e.get("aver", 0), e.get("sent", 0), code[:2] if len(code) == 2 else b"  ",
                        e["gen"].encode())
     f = _frame(T_ENTRY, head + b"".join(strs))
     if len(f) > MAX_FRAME:
@@ -112,13 +112,13 @@ def entry(e):
 
 
 def parse_entry(p):
-    (ver, seq, state, flags, stan, rstan, amount, cur, created, updated, aver, code,
+    (ver, seq, state, flags, stan, rstan, amount, cur, created, updated, aver, sent, code,
      gen) = struct.unpack_from(_ENTRY, p, 0)
     if not 1 <= state <= 6:
         raise Corrupt("state")
     e = {"ver": ver, "seq": seq, "state": state, "flags": flags, "stan": stan,
          "rstan": rstan, "amount": amount, "currency": cur, "created": created,
-         "updated": updated, "aver": aver, "code": code.decode().strip(), "gen": gen.decode()}
+         "updated": updated, "aver": aver, "sent": sent, "code": code.decode().strip(), "gen": gen.decode()}
     i = _ENTRY_LEN
     for k in _STRS:
         n = p[i]
