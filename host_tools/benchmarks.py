@@ -74,12 +74,95 @@ def outbox_section(tmp):
     return lines, res
 
 
+def drain_section(tmp):
+    from host_tools.fwrun import KEY, run_terminal
+    from host_tools.hostsim import Faults, HostSim
+
+    n, lat = 500, 10
+    base = n * lat
+    lines = ["## Host link: draining 500 queued refunds (issue 4)", "",
+             "500 refunds queued on the virtual board, host simulator with %d ms latency, "
+             "real TCP on loopback; time until every refund is approved (durably). Baseline: "
+             "%d x %d ms = %d ms (one request at a time, zero processing)." % (lat, n, lat, base), "",
+             "| case | window | ms | ratio to %d ms |" % base, "|---|---:|---:|---:|"]
+
+    def one(label, window, faults, **kw):
+        sim = HostSim(bytes.fromhex(KEY), seed=3, faults=faults)
+        sim.start()
+        try:
+            res = run_terminal(os.path.join(tmp, "drain.img"), sim.port, n, timeout=600,
+                               host={"window": window, "response_ms": 2000, "backoff_base_ms": 500,
+                                     "echo_base_ms": 100, "echo_cap_ms": 400},
+                               deadline_ms=120000, **kw)
+        finally:
+            sim.stop()
+            for ext in ("", ".json"):
+                try:
+                    os.remove(os.path.join(tmp, "drain.img" + ext))
+                except OSError:
+                    pass
+        ms = res["elapsed_ms"] - kw.get("minus_ms", 0)
+        approved = sum(1 for v in res["entries"].values() if v[0] == "approved")
+        lines.append("| %s (%d approved) | %d | %d | %.2f |" % (label, approved, window, ms, ms / base))
+        return ms
+
+    for w in (1, 4, 8):
+        one("host up, queue woken", w, Faults(latency_ms=lat))
+    one("zero latency: CPU floor of the terminal", 4, Faults())
+    one("after a 2 s outage (echo probing; time after the outage ends)", 4,
+        Faults(latency_ms=lat, outage=[(0, 2.0)]), minus_ms=2000)
+    lines.append("")
+    return lines
+
+
+def poison_section(tmp):
+    from host_tools.fwrun import KEY, run_terminal
+    from host_tools.hostsim import Faults, HostSim
+
+    n, lat = 500, 10
+    img = os.path.join(tmp, "poison.img")
+    # Boot once with no refunds to learn the outbox's rid generation on this image.
+    sim = HostSim(bytes.fromhex(KEY), seed=3, faults=Faults())
+    sim.start()
+    try:
+        gen = run_terminal(img, sim.port, 0)["gen"]
+    finally:
+        sim.stop()
+    rid = "%s-%06d" % (gen, 1)
+    rows = []
+    for label, faults in (("no poisoned entry", Faults(latency_ms=lat)),
+                          ("entry %s never answered" % rid, Faults(latency_ms=lat, never_answer=[rid]))):
+        img2 = os.path.join(tmp, "p2.img")
+        shutil.copy(img, img2)
+        sim = HostSim(bytes.fromhex(KEY), seed=3, faults=faults)
+        sim.start()
+        try:
+            res = run_terminal(img2, sim.port, n, timeout=600, done_when_left=1 if faults.never_answer else 0,
+                               host={"window": 4, "response_ms": 2000, "backoff_base_ms": 500},
+                               deadline_ms=120000)
+        finally:
+            sim.stop()
+        approved = sum(1 for v in res["entries"].values() if v[0] == "approved")
+        rows.append((label, approved, res["elapsed_ms"], res["entries"][rid][0]))
+    lines = ["## Host link: one poisoned entry (issue 4)", "",
+             "Same drain (window 4, %d ms latency); the host never answers the first refund. "
+             "Time until the other 499 are approved." % lat, "",
+             "| case | approved | ms | poisoned entry |", "|---|---:|---:|---|"]
+    for label, approved, ms, st in rows:
+        lines.append("| %s | %d | %d | %s |" % (label, approved, ms, st))
+    lines += ["", "Ratio poisoned / clean: %.2f (1.0 = the stuck entry costs the others nothing)."
+              % (rows[1][2] / rows[0][2]), ""]
+    return lines
+
+
 def main():
     tmp = tempfile.mkdtemp(prefix="refund-bench-")
     try:
         sections = []
         lines, _ = outbox_section(tmp)
-        sections += lines
+        sections += lines + [""]
+        sections += drain_section(tmp)
+        sections += poison_section(tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     head = ["# Benchmarks", "",

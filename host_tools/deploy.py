@@ -29,10 +29,12 @@ def sources(board):
     pkg = os.path.join(REPO, "firmware", "refund")
     for dirpath, _dirs, files in os.walk(pkg):
         for f in sorted(files):
+            src = os.path.join(dirpath, f)
+            rel = os.path.relpath(src, os.path.join(REPO, "firmware"))
             if f.endswith(".py"):
-                src = os.path.join(dirpath, f)
-                rel = os.path.relpath(src, os.path.join(REPO, "firmware"))
                 out.append((src, "lib/" + rel[:-3] + ".mpy"))
+            elif f.endswith(".bin"):
+                out.append((src, "lib/" + rel))  # data files (e.g. the GB18030 table) as is
     if board != "unix":
         out.append((os.path.join(REPO, "boards", board, "board.py"), "lib/board.mpy"))
     return out
@@ -65,6 +67,11 @@ def build(board, out_dir):
     for src, dst in sources(board):
         target = os.path.join(out_dir, dst)
         os.makedirs(os.path.dirname(target), exist_ok=True)
+        if not dst.endswith((".py", ".mpy")):
+            with open(src, "rb") as f, open(target, "wb") as g:
+                g.write(f.read())
+            built.append(dst)
+            continue
         if dst.endswith(".py"):
             # Still compile-checked, but shipped as source.
             cmd = [tool("mpy-cross"), "-o", os.devnull, src]

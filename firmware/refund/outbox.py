@@ -13,6 +13,7 @@ import os
 from array import array
 from micropython import const
 from refund import record as R
+from refund.index import Index
 
 _LEASE_N = const(32)  # rid / STAN numbers reserved per lease record
 _STAN_MOD = const(999999)
@@ -77,18 +78,21 @@ class Outbox:
         self._buf = bytearray(R.MAX_FRAME + 128)  # one read buffer for every frame
         self.damaged = 0
         self.on_change = None  # callback(seq, state) for the sender / printer tasks
+        self._free = None  # last measured free flash bytes (see _free_ok)
+        self._free_age = 0
 
     # ---- recovery -----------------------------------------------------------------
 
     def _reset_index(self):
-        self._seq = array("I")
-        self._state = bytearray()
-        self._flags = bytearray()
-        self._amt = array("q")
-        self._ver = array("I")
-        self._loc = array("i")
-        self.live = 0
-        self.pending = 0  # queued + cancelling amount
+        self.ix = Index()
+
+    @property
+    def live(self):
+        return self.ix.live
+
+    @property
+    def pending(self):
+        return self.ix.pending
 
     def recover(self):
         """Rebuild the index from snapshot + journal. Returns recovery stats."""
@@ -106,7 +110,7 @@ class Outbox:
                 self._damage("journal without snapshot: keeping rid generation %s" % gen)
             h = {"gen": gen or self._new_gen(), "base": 0, "seq_limit": 1, "stan_limit": 0,
                  "hist_ver": 0, "hist_count": 0, "hist_oldest": 0, "count": 0}
-            self._write_snap(h, ())  # persist the generation before any rid uses it
+            self._write_snap(h)  # persist the generation before any rid uses it
         self.head = h
         self.gen = h["gen"]
         seq_limit = h["seq_limit"]
@@ -245,60 +249,18 @@ class Outbox:
             raise R.Corrupt("truncated")
         return R.check(memoryview(b)[:n])
 
-    # ---- index --------------------------------------------------------------------
-
-    def _find(self, seq):
-        a = self._seq
-        lo, hi = 0, len(a)
-        while lo < hi:
-            mid = (lo + hi) // 2
-            if a[mid] < seq:
-                lo = mid + 1
-            else:
-                hi = mid
-        return lo
-
     def _idx(self, seq):
-        i = self._find(seq)
-        if i < len(self._seq) and self._seq[i] == seq and self._state[i]:
-            return i
-        return -1
+        return self.ix.idx(seq)
 
     def _upsert(self, seq, state, flags, amt, ver, loc):
-        i = self._find(seq)
-        if i < len(self._seq) and self._seq[i] == seq:
-            if ver <= self._ver[i]:
-                return
-            self._account(i, -1)
-        else:
-            if R.complete(state, flags):
-                return  # completed before we ever saw it live: history only
-            self._seq[i:i] = array("I", (seq,))
-            self._state[i:i] = bytes((0,))
-            self._flags[i:i] = bytes((0,))
-            self._amt[i:i] = array("q", (0,))
-            self._ver[i:i] = array("I", (0,))
-            self._loc[i:i] = array("i", (0,))
-        self._state[i] = 0 if R.complete(state, flags) else state
-        self._flags[i] = flags
-        self._amt[i] = amt
-        self._ver[i] = ver
-        self._loc[i] = loc
-        self._account(i, 1)
-
-    def _account(self, i, sign):
-        s = self._state[i]
-        if s:
-            self.live += sign
-            if s == R.QUEUED or s == R.CANCELLING:
-                self.pending += sign * self._amt[i]
+        self.ix.upsert(seq, state, flags, amt, ver, loc)
 
     # ---- reading ------------------------------------------------------------------
 
     def _load(self, i):
-        loc = self._loc[i]
+        loc = self.ix.loc[i]
         if loc == _IN_J:
-            typ, p = self._read_j(self._ver[i])
+            typ, p = self._read_j(self.ix.ver[i])
         else:
             with open(self.root + "/snap", "rb") as f:
                 f.seek(loc)
@@ -365,20 +327,23 @@ class Outbox:
 
     def rids(self, state=None):
         """Live rids (in intake order), optionally only those in `state`."""
+        ix = self.ix
         out = []
-        for i in range(len(self._seq)):
-            s = self._state[i]
+        for i in range(ix.n):
+            s = ix.state[i]
             if s and (state is None or s == state):
-                out.append(R.rid_of(self.gen, self._seq[i]))
+                out.append(R.rid_of(self.gen, ix.seq[i]))
         return out
 
-    def seqs(self, state):
-        """Live entry numbers in `state`, oldest first, without allocating rid strings."""
-        st = self._state
-        sq = self._seq
-        for i in range(len(sq)):
-            if st[i] == state:
-                yield sq[i]
+    def seqs(self, state, after=0):
+        """Live entry numbers in `state` above `after`, oldest first, without allocating
+        rid strings."""
+        ix = self.ix
+        i = ix.find(after + 1) if after else 0
+        while i < ix.n:  # re-read n: the index may change while the caller awaits
+            if ix.state[i] == state:
+                yield ix.seq[i]
+            i += 1
 
     def rid(self, seq):
         return R.rid_of(self.gen, seq)
@@ -392,7 +357,7 @@ class Outbox:
     def state(self, rid):
         seq = self.seq_of(rid)
         i = self._idx(seq) if seq is not None else -1
-        return self._state[i] if i >= 0 else None
+        return self.ix.state[i] if i >= 0 else None
 
     def print_queue(self):
         """Approved entries owed a receipt, in approval order."""
@@ -454,6 +419,17 @@ class Outbox:
         st = os.statvfs(self.root)
         return st[0] * st[3]
 
+    def _free_ok(self):
+        # statvfs walks the whole littlefs tree (every block of every file): measure
+        # only every 16 intakes, or every time once free space nears the mark.
+        lw = self.cfg["low_water"]
+        if self._free is None or self._free_age >= 16 or self._free < 4 * lw:
+            self._free = self.free_bytes()
+            self._free_age = 0
+        self._free_age += 1
+        self._free -= 1024  # a record and its share of compaction, pessimistically
+        return self._free + 1024 >= lw
+
     def intake(self, amount, currency, orrn, op="", sup="", ecr=""):
         """Accept a refund: returns the entry once its queued record is durable."""
         c = self.cfg
@@ -475,8 +451,12 @@ class Outbox:
                           % (self.live, c["max_live"]))
         if self.pending + amount > c["max_pending"]:
             raise Refused("pending_limit", "pending total would exceed %d" % c["max_pending"])
-        if self.free_bytes() < c["low_water"]:
+        if not self._free_ok():
             raise Refused("flash_low", "flash below its low-water mark")
+        try:
+            self.ix.reserve(self.ix.n + 1)  # RAM first: never a durable record RAM can't index
+        except MemoryError:
+            raise Refused("memory", "no RAM to index another refund")
         try:
             self._reserve(1, 1)
             seq = self.next_seq
@@ -493,13 +473,17 @@ class Outbox:
         e["rid"] = R.rid_of(self.gen, seq)
         return e
 
-    def _change(self, rid, state, set_flags=0, need=0, **kw):
-        """Write rid's next version in `state`; `need` = the state it must be in now."""
+    def _change(self, rid, state, set_flags=0, need=0, e=None, **kw):
+        """Write rid's next version in `state`; `need` = the state it must be in now.
+        `e`: the caller's copy of the entry, used instead of a flash read if current."""
         seq = self.seq_of(rid)
         i = self._idx(seq) if seq is not None else -1
         if i < 0:
             raise BadTransition("%s is not a live refund" % rid)
-        e = self._load(i)
+        if e is None or e.get("ver") != self.ix.ver[i] or e.get("seq") != seq:
+            e = self._load(i)
+        else:
+            e = dict(e)
         if (need and e["state"] != need) or not R.can_move(e["state"], state):
             raise BadTransition("%s: %s -> %s not allowed" % (rid, R.NAMES[e["state"]], R.NAMES[state]))
         e["state"] = state
@@ -510,19 +494,19 @@ class Outbox:
         e["rid"] = rid
         return e
 
-    def mark_sent(self, rid):
+    def mark_sent(self, rid, e=None):
         """Call before the first 0200 leaves: from then on the host may know it."""
         seq = self.seq_of(rid)
         i = self._idx(seq) if seq is not None else -1
-        if i >= 0 and self._state[i] == R.QUEUED and self._flags[i] & R.F_SENT:
+        if i >= 0 and self.ix.state[i] == R.QUEUED and self.ix.flags[i] & R.F_SENT:
             return self._load(i)  # already durable: keep the first send time (field 90)
-        return self._change(rid, R.QUEUED, R.F_SENT, R.QUEUED, sent=self.clock())
+        return self._change(rid, R.QUEUED, R.F_SENT, R.QUEUED, e, sent=self.clock())
 
-    def approve(self, rid, rrn, auth):
-        return self._change(rid, R.APPROVED, 0, R.QUEUED, rrn=rrn, auth=auth, code="00", aver=self.ver + 1)
+    def approve(self, rid, rrn, auth, e=None):
+        return self._change(rid, R.APPROVED, 0, R.QUEUED, e, rrn=rrn, auth=auth, code="00", aver=self.ver + 1)
 
-    def decline(self, rid, code):
-        return self._change(rid, R.DECLINED, 0, R.QUEUED, code=code)
+    def decline(self, rid, code, e=None):
+        return self._change(rid, R.DECLINED, 0, R.QUEUED, e, code=code)
 
     def print_begun(self, rid):
         """Call before the first receipt byte: any later copy is then a REPRINT."""
@@ -543,21 +527,21 @@ class Outbox:
         i = self._idx(seq) if seq is not None else -1
         if i < 0:
             raise BadTransition("%s is not a live refund" % rid)
-        st = self._state[i]
+        st = self.ix.state[i]
         if st == R.CANCELLING:
             return self._load(i)
         if st != R.QUEUED:
             raise BadTransition("%s is %s: cannot cancel" % (rid, R.NAMES[st]))
-        if self._flags[i] & R.F_SENT:
+        if self.ix.flags[i] & R.F_SENT:
             return self._change(rid, R.CANCELLING, rstan=self.take_stan())
         return self._change(rid, R.CANCELLED)
 
-    def reversal_sent(self, rid):
+    def reversal_sent(self, rid, e=None):
         """Call before the first 0420 leaves."""
-        return self._change(rid, R.CANCELLING, R.F_REV_SENT, R.CANCELLING)
+        return self._change(rid, R.CANCELLING, R.F_REV_SENT, R.CANCELLING, e)
 
-    def reversed(self, rid):
-        return self._change(rid, R.CANCELLED, 0, R.CANCELLING)
+    def reversed(self, rid, e=None):
+        return self._change(rid, R.CANCELLED, 0, R.CANCELLING, e)
 
     # ---- compaction -----------------------------------------------------------------
 
@@ -568,25 +552,25 @@ class Outbox:
             self.compact()
 
     def compact(self):
-        """Completed entries -> hist; live entries -> snap.tmp -> rename; drop journal."""
+        """Completed entries -> hist; live entries -> snap.tmp -> rename; drop journal.
+        Streams record by record: RAM stays at one frame plus one offset per entry."""
         h = dict(self.head)
-        done = []
-        for v in self._jfiles():
-            if v <= h["base"]:
-                continue
-            try:
-                typ, p = self._read_j(v)
-                if typ == R.T_ENTRY:
-                    ver, seq, state, flags, _a = R.entry_head(p)
-                    if R.complete(state, flags) and ver > h["hist_ver"]:
-                        done.append(bytes(memoryview(self._buf)[: self._buf[0]]))
-            except (R.Corrupt, OSError, ValueError):
-                pass
-        if done:
-            with open(self.root + "/hist", "ab") as f:
-                for fr in done:
-                    f.write(fr)
-            h["hist_count"] += len(done)
+        n_done = 0
+        with open(self.root + "/hist", "ab") as hist:
+            for v in self._jfiles():
+                if v <= h["base"]:
+                    continue
+                try:
+                    typ, p = self._read_j(v)
+                    if typ == R.T_ENTRY:
+                        ver, seq, state, flags, _a = R.entry_head(p)
+                        if R.complete(state, flags) and ver > h["hist_ver"]:
+                            hist.write(memoryview(self._buf)[: self._buf[0]])
+                            n_done += 1
+                except (R.Corrupt, OSError, ValueError):
+                    pass
+        if n_done:
+            h["hist_count"] += n_done
             h["hist_ver"] = self.ver
             if not h["hist_oldest"]:
                 h["hist_oldest"] = self.clock()
@@ -597,27 +581,28 @@ class Outbox:
         h["base"] = self.ver
         h["seq_limit"] = self.seq_limit
         h["stan_limit"] = self.stan_limit
-        locs = self._write_snap(h, [i for i in range(len(self._seq)) if self._state[i]])
+        locs = self._write_snap(h)
         self.head = h
         for v in self._jfiles():
             if v <= h["base"]:
                 _remove(self._jpath(v))
-        # Rebuild the index without completed tombstones.
-        old = (self._seq, self._state, self._flags, self._amt, self._ver)
-        self._reset_index()
-        for i, off in locs:
-            self._upsert(old[0][i], old[1][i], old[2][i], old[3][i], old[4][i], off)
+        self.ix.squeeze(locs)  # completed tombstones leave RAM
 
-    def _write_snap(self, h, idx):
-        h["count"] = len(idx)
+    def _write_snap(self, h):
+        """Write every live entry to snap.tmp and rename it over snap. Returns an array
+        of the new offsets, parallel to the index (-1 for tombstones)."""
+        h["count"] = self.live
+        ix = self.ix
+        n = ix.n
+        locs = array("i", bytes(4 * n))
         tmp = self.root + "/snap.tmp"
-        locs = []
         with open(tmp, "wb") as f:
             f.write(R.head(h))
-            for i in idx:
-                e = self._load(i)
-                locs.append((i, f.tell()))
-                f.write(R.entry(e))
+            for i in range(n):
+                if ix.state[i]:
+                    e = self._load(i)
+                    locs[i] = f.tell()
+                    f.write(R.entry(e))
         os.rename(tmp, self.root + "/snap")
         return locs
 

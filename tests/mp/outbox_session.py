@@ -12,7 +12,7 @@ ob = Outbox("/flash/ob", board.now, lambda *a, **k: None, {"compact_min": 16})
 ob.recover()
 
 
-N = 32  # refunds in the scripted session
+N = 44  # refunds in the scripted session
 
 
 def st(e):
@@ -35,7 +35,7 @@ def step(rid, name, fn, *args):
 
 
 def sent(rid):
-    return ob._flags[ob._idx(ob.seq_of(rid))] & R.F_SENT
+    return ob.ix.flags[ob._idx(ob.seq_of(rid))] & R.F_SENT
 
 
 def run():
@@ -48,8 +48,8 @@ def run():
             r = rids[i - 2]
             step(r, "mark_sent", ob.mark_sent)
     plan = {
-        "full": rids[0:12], "decline": rids[12:15], "cancel_unsent": [rids[16], rids[19]],
-        "cancel_sent": [rids[15], rids[18]], "print_begun": rids[21:24], "sent": rids[24:28],
+        "full": rids[0:16], "decline": rids[16:19], "cancel_unsent": [rids[20], rids[23]],
+        "cancel_sent": [rids[19], rids[22]], "print_begun": rids[25:28], "sent": rids[28:34],
     }
     for r in plan["full"]:
         if not sent(r):

@@ -1,0 +1,161 @@
+# Text -> printer bytes for Chinese receipts (ESC/POS GB18030 double-byte mode).
+#
+# MicroPython has no GB18030 codec. The build-time generator host_tools/gbtable.py
+# (CPython's codec) writes gb18030.bin beside this module, holding only the
+# characters the receipt templates and the configured merchant name use:
+#
+#   offset     size  content
+#   0          4     magic b"GBT1"
+#   4          2     N, number of characters (uint16 little-endian)
+#   6          2     reserved, 0
+#   8          2N    code points (uint16 LE, BMP only), strictly ascending
+#   8+2N       2N    their GB18030 double-byte codes (lead, trail), same order
+#   8+4N       4     CRC-32 of bytes 0 .. 8+4N (uint32 LE)
+#
+# The file is read once into one bytes object (a few hundred characters: ~1-2 KB)
+# and searched by bisection through a memoryview: no dict of characters.
+#
+# Output assumes the printer is in double-byte mode (FS &) with code page 16
+# (WPC1252, ESC t 16) selected, as refund.escpos.START sets it. ASCII goes as is;
+# a character of the table as its two bytes (two columns on paper); a few symbols
+# that GB18030 has only as 4-byte codes (the printer's FS & mode takes 2-byte codes
+# only) go through the single-byte code page (FS . <byte> FS &). Anything else
+# prints as "?", is counted in `unknown` and logged once per character: never an
+# exception.
+import binascii
+from micropython import const
+
+_HDR = const(8)
+_LOG_MAX = const(32)  # distinct unknown characters logged, then only counted
+
+# Single-byte fallbacks in code page 16 (WPC1252).
+_SBCS = {"¥": 0xA5, "€": 0x80, "£": 0xA3, "°": 0xB0, "·": 0xB7}
+
+_tab = None  # memoryview of the table file, or b"" when it could not be loaded
+_n = 0
+unknown = 0  # characters printed as "?" since boot
+_logged = []
+
+
+def _log(msg, level="WARN"):
+    try:
+        from refund.log import log
+
+        log("gbk", msg, level=level)
+    except ImportError:
+        print("gbk: " + msg)
+
+
+def default_path():
+    try:
+        here = __file__
+    except NameError:
+        here = ""
+    i = here.rfind("/")
+    return (here[:i + 1] if i >= 0 else "") + "gb18030.bin"
+
+
+def load(path=None):
+    """(Re)load the table; on any problem log it and print CJK as '?'. Returns N."""
+    global _tab, _n
+    path = path or default_path()
+    _tab, _n = b"", 0
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        _log("no character table %s (%r): Chinese prints as '?'" % (path, e), "ERROR")
+        return 0
+    if len(data) < _HDR + 4 or data[:4] != b"GBT1":
+        _log("bad character table %s (magic/size): Chinese prints as '?'" % path, "ERROR")
+        return 0
+    n = data[4] | (data[5] << 8)
+    end = _HDR + 4 * n
+    if len(data) != end + 4:
+        _log("bad character table %s (length): Chinese prints as '?'" % path, "ERROR")
+        return 0
+    crc = getattr(binascii, "crc32", None)
+    if crc is not None:
+        want = data[end] | (data[end + 1] << 8) | (data[end + 2] << 16) | (data[end + 3] << 24)
+        if crc(memoryview(data)[:end]) & 0xFFFFFFFF != want:
+            _log("character table %s fails its CRC: Chinese prints as '?'" % path, "ERROR")
+            return 0
+    _tab, _n = memoryview(data), n
+    return n
+
+
+def _table():
+    if _tab is None:
+        load()
+    return _tab
+
+
+def code(ch):
+    """The 2-byte GB18030 code of ch as an int (lead << 8 | trail), or -1."""
+    t = _table()
+    cp = ord(ch)
+    lo, hi = 0, _n - 1
+    while lo <= hi:
+        mid = (lo + hi) >> 1
+        p = _HDR + 2 * mid
+        v = t[p] | (t[p + 1] << 8)
+        if v < cp:
+            lo = mid + 1
+        elif v > cp:
+            hi = mid - 1
+        else:
+            q = _HDR + 2 * _n + 2 * mid
+            return (t[q] << 8) | t[q + 1]
+    return -1
+
+
+def char_cols(ch):
+    """Columns ch takes on paper once encoded (font A, normal size)."""
+    if ord(ch) < 0x80:
+        return 1
+    if code(ch) >= 0:
+        return 2
+    return 1  # single-byte fallback or "?"
+
+
+def cols(text):
+    n = 0
+    for ch in text:
+        n += char_cols(ch)
+    return n
+
+
+def _unknown(ch):
+    global unknown
+    unknown += 1
+    cp = ord(ch)
+    if cp not in _logged and len(_logged) < _LOG_MAX:
+        _logged.append(cp)
+        _log("no printer code for U+%04X: printed '?'" % cp)
+
+
+def encode(text):
+    """Bytes for text in double-byte mode (see the top of this file)."""
+    out = bytearray()
+    for ch in text:
+        o = ord(ch)
+        if o < 0x80:
+            if o < 0x20 or o == 0x7F:
+                out.append(0x20)  # never let a control byte through into the stream
+            else:
+                out.append(o)
+            continue
+        c = code(ch)
+        if c >= 0:
+            out.append(c >> 8)
+            out.append(c & 0xFF)
+            continue
+        b = _SBCS.get(ch)
+        if b is not None:
+            out.extend(b"\x1c.")
+            out.append(b)
+            out.extend(b"\x1c&")
+            continue
+        _unknown(ch)
+        out.append(0x3F)
+    return bytes(out)

@@ -1,0 +1,103 @@
+# RAM index of the outbox's live entries: parallel arrays sorted by entry number,
+# ~22 B an entry. Capacity grows in chunks, and always *before* any element changes,
+# so a MemoryError (likely on a fragmented board heap) never leaves it half-updated.
+from array import array
+from micropython import const
+from refund import record as R
+
+_CHUNK = const(64)
+
+
+class Index:
+    def __init__(self):
+        self.n = 0  # slots in use (live entries + tombstones of completed ones)
+        self.live = 0
+        self.pending = 0  # amount of queued + cancelling entries
+        self.seq = array("I")
+        self.state = bytearray()  # 0 = tombstone: completed since the last compaction
+        self.flags = bytearray()
+        self.amt = array("q")
+        self.ver = array("I")  # version of the latest record
+        self.loc = array("i")  # offset in snap, or -1: the latest record is journal file <ver>
+
+    def reserve(self, need):
+        cap = len(self.seq)
+        if need <= cap:
+            return
+        cap = max(need, cap + max(_CHUNK, cap // 4))
+        # Allocate everything first; only then swap (nothing changes if this raises).
+        new = (array("I", bytes(4 * cap)), bytearray(cap), bytearray(cap),
+               array("q", bytes(8 * cap)), array("I", bytes(4 * cap)), array("i", bytes(4 * cap)))
+        n = self.n
+        for dst, src in zip(new, (self.seq, self.state, self.flags, self.amt, self.ver, self.loc)):
+            for i in range(n):
+                dst[i] = src[i]
+        self.seq, self.state, self.flags, self.amt, self.ver, self.loc = new
+
+    def find(self, seq):
+        a = self.seq
+        lo, hi = 0, self.n
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if a[mid] < seq:
+                lo = mid + 1
+            else:
+                hi = mid
+        return lo
+
+    def idx(self, seq):
+        """Slot of live entry seq, or -1."""
+        if seq is None:
+            return -1
+        i = self.find(seq)
+        if i < self.n and self.seq[i] == seq and self.state[i]:
+            return i
+        return -1
+
+    def upsert(self, seq, state, flags, amt, ver, loc):
+        i = self.find(seq)
+        if i < self.n and self.seq[i] == seq:
+            if ver <= self.ver[i]:
+                return
+            self._account(i, -1)
+        else:
+            if R.complete(state, flags):
+                return  # completed before it was ever seen live: history only
+            self.reserve(self.n + 1)
+            for j in range(self.n, i, -1):  # open slot i (only recovery inserts mid-way)
+                self.seq[j] = self.seq[j - 1]
+                self.state[j] = self.state[j - 1]
+                self.flags[j] = self.flags[j - 1]
+                self.amt[j] = self.amt[j - 1]
+                self.ver[j] = self.ver[j - 1]
+                self.loc[j] = self.loc[j - 1]
+            self.n += 1
+            self.seq[i] = seq
+            self.state[i] = 0
+        self.state[i] = 0 if R.complete(state, flags) else state
+        self.flags[i] = flags
+        self.amt[i] = amt
+        self.ver[i] = ver
+        self.loc[i] = loc
+        self._account(i, 1)
+
+    def _account(self, i, sign):
+        s = self.state[i]
+        if s:
+            self.live += sign
+            if s == R.QUEUED or s == R.CANCELLING:
+                self.pending += sign * self.amt[i]
+
+    def squeeze(self, locs):
+        """Drop tombstones in place after a compaction; locs[i] = new offset of slot i."""
+        k = 0
+        for i in range(self.n):
+            if self.state[i]:
+                self.seq[k] = self.seq[i]
+                self.state[k] = self.state[i]
+                self.flags[k] = self.flags[i]
+                self.amt[k] = self.amt[i]
+                self.ver[k] = self.ver[i]
+                self.loc[k] = locs[i]
+                k += 1
+        self.n = k

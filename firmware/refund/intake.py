@@ -1,0 +1,361 @@
+# ECR command handling: REFUND, QUERY, CANCEL, LIST (docs/ecr-link.md).
+# Guards before anything is queued: request form, test credentials on a real board,
+# amount cap, allowed currency, original RRN, operator PIN, supervisor above the
+# threshold / for a confirmed duplicate / for CANCEL, the duplicate guard (same
+# original RRN and amount within duplicate_window_s), then the outbox's own limits.
+# An ECR resend (same ECR seq, same content) gets the same answer: the same rid and its
+# current state, never a second refund. The ECR seq is kept in the entry's `ecr` field,
+# so this holds across a power cut between the queued record and the reply.
+# PINs are never logged, stored or echoed.
+import os
+import hashlib
+from micropython import const
+from refund import record as R
+from refund import config
+from refund.ecr import digits
+from refund.outbox import Refused, BadTransition
+from refund.staff import OPERATOR, SUPERVISOR
+
+_RECENT_MAX = const(400)  # refunds kept in RAM for the duplicate / resend checks
+_CACHE_N = const(8)  # recent refusals kept so a resend gets the same answer
+_CACHE_S = const(300)
+_LIST_PAGE = const(32)
+_AMOUNT_DIGITS = const(12)
+# states in which an earlier refund makes a new one a possible duplicate
+_DUP_STATES = (R.QUEUED, R.APPROVED, R.PRINTED)
+
+
+def _alnum(s):
+    for c in s:
+        if not ("0" <= c <= "9" or "A" <= c <= "Z" or "a" <= c <= "z"):
+            return False
+    return True
+
+
+def _field(req, k):
+    v = req.get(k)
+    if v is None:
+        return ""
+    return v if isinstance(v, str) else str(v)
+
+
+def _refuse(code, text):
+    return {"err": code, "text": text}
+
+
+class Intake:
+    """Intake(outbox, staff, cfg, log, now).handle(req) -> reply dict.
+    req: field name -> value (strings as decoded from an ECR frame; ints are accepted)
+    with "seq" and "cmd". The reply carries "state" (and "rid") or "err" + "text"."""
+
+    def __init__(self, outbox, staff, cfg, log, now):
+        self.ob = outbox
+        self.staff = staff
+        self.cfg = cfg
+        self.log = log
+        self.now = now
+        self.window = cfg.get("duplicate_window_s", 86400)
+        self.currencies = cfg.get("currencies") or [cfg.get("currency", 156)]
+        self.max_amount = cfg.get("limits", {}).get("max_amount", outbox.cfg["max_amount"])
+        self.sup_above = cfg.get("supervisor_above", 0)
+        self.refuse_all = False
+        if not cfg.get("bench") and config.test_credentials(cfg):
+            self.refuse_all = True
+            log("intake", "TEST CREDENTIALS (bench staff 01/99) configured on a board that is "
+                "not a bench: every refund is refused until the staff list is replaced",
+                level="ERROR")
+        self._salt = os.urandom(16)  # keys the refusal cache digests (they cover PINs)
+        self._cache = []  # [seq, digest, time, reply] of recent refusals
+        self._recent = []  # (created, amount, currency, orrn, op, ecr, seq), oldest first
+        self._cut = 0  # newest created time dropped from _recent for room (0: none)
+        self.stats = {"refunds": 0, "refused": 0, "resends": 0, "duplicates": 0}
+        self._load_recent()
+
+    # ---- recent refunds (duplicate guard and resend recognition) ---------------------
+
+    def _load_recent(self):
+        since = self.now() - self.window
+        got = {}
+        for e in self.ob.history():
+            if e["created"] >= since:
+                got[e["seq"]] = e
+        for e in self._journal():
+            if e["created"] >= since:
+                got[e["seq"]] = e
+        for e in self.ob.entries():
+            if e["created"] >= since:
+                got[e["seq"]] = e
+        for seq in sorted(got):
+            self._remember(got[seq])
+
+    def _journal(self):
+        # Completed refunds not yet compacted into the history live only in journal
+        # records (docs/outbox-format.md). The outbox has no public iterator for them.
+        ob = self.ob
+        try:
+            vs = ob._jfiles()
+        except (AttributeError, OSError):
+            return
+        for v in vs:
+            try:
+                typ, p = ob._read_j(v)
+                if typ == R.T_ENTRY:
+                    yield R.parse_entry(p)
+            except (R.Corrupt, OSError, ValueError, IndexError):
+                pass
+
+    def _remember(self, e):
+        self._recent.append((e["created"], e["amount"], e["currency"], e["orrn"], e["op"],
+                             e["ecr"], e["seq"]))
+        if len(self._recent) > _RECENT_MAX:
+            self._cut = max(self._cut, self._recent[0][0])
+            self._recent.pop(0)
+
+    def _prune(self, since):
+        r = self._recent
+        k = 0
+        while k < len(r) and r[k][0] < since:
+            k += 1
+        if k:
+            del r[:k]
+
+    def _scan_flash(self, want, since):
+        # Slow path, only when the RAM list had to drop refunds still inside the window.
+        for src in (self.ob.history(), self._journal(), self.ob.entries()):
+            for e in src:
+                if e["created"] >= since:
+                    t = (e["created"], e["amount"], e["currency"], e["orrn"], e["op"], e["ecr"], e["seq"])
+                    if want(t):
+                        yield t
+
+    def _matches(self, want):
+        since = self.now() - self.window
+        self._prune(since)
+        found = [t for t in self._recent if want(t)]
+        if not found and self._cut >= since:
+            seen = {}
+            for t in self._scan_flash(want, since):
+                seen[t[6]] = t
+            found = [seen[s] for s in sorted(seen)]
+        return found
+
+    def _state(self, seq):
+        """(state, rid) of entry seq now, state 0 if unknown."""
+        rid = self.ob.rid(seq)
+        st = self.ob.state(rid)
+        if st:
+            return st, rid
+        e = self.ob.get(rid)
+        return (e["state"] if e else 0), rid
+
+    # ---- refusal cache ---------------------------------------------------------------
+
+    def _digest(self, req):
+        h = hashlib.sha256(self._salt)
+        for k in sorted(req):
+            h.update(k + "=" + _field(req, k) + "\x1c")
+        return h.digest()
+
+    def _cached(self, seq, dg):
+        now = self.now()
+        for c in self._cache:
+            if c[0] == seq and c[1] == dg and now - c[2] <= _CACHE_S:
+                rep = dict(c[3])
+                rep["resend"] = 1
+                return rep
+        return None
+
+    def _cache_put(self, seq, dg, rep):
+        self._cache.append([seq, dg, self.now(), rep])
+        if len(self._cache) > _CACHE_N:
+            self._cache.pop(0)
+
+    # ---- commands --------------------------------------------------------------------
+
+    def handle(self, req):
+        """One ECR request -> reply dict. Never raises."""
+        cmd = _field(req, "cmd")
+        seq = _field(req, "seq")
+        try:
+            if not digits(seq):
+                rep = _refuse("bad_request", "seq must be 1 to 9 digits")
+            elif cmd == "REFUND" or cmd == "CANCEL":
+                dg = self._digest(req)
+                rep = self._cached(seq, dg)
+                if rep is None:
+                    rep = self._refund(req, seq) if cmd == "REFUND" else self._cancel(req)
+                    if "err" in rep:
+                        self._cache_put(seq, dg, rep)
+                else:
+                    self.stats["resends"] += 1
+                    self.log("intake", "seq %s: resend of a refused %s: same answer %s"
+                             % (seq, cmd, rep["err"]))
+            elif cmd == "QUERY":
+                rep = self._query(req)
+            elif cmd == "LIST":
+                rep = self._list(req)
+            else:
+                rep = _refuse("unknown_command", "unknown command (REFUND, QUERY, CANCEL, LIST)")
+        except Exception as e:
+            self.log("intake", "seq %s %s failed: %r" % (seq, cmd, e), level="ERROR")
+            rep = _refuse("internal", "terminal error: request not processed")
+        if "err" in rep:
+            self.stats["refused"] += 1
+        rep["seq"] = seq
+        if cmd:
+            rep["cmd"] = cmd
+        return rep
+
+    def _reply_entry(self, state, rid, e=None):
+        rep = {"state": R.NAMES[state], "rid": rid}
+        if e:
+            for k in ("amount", "currency", "orrn", "op", "sup"):
+                if e.get(k) not in (None, ""):
+                    rep[k] = e[k]
+        return rep
+
+    def _refund(self, req, seq):
+        ecr_ref = str(int(seq))
+        a = _field(req, "amount")
+        if not digits(a, 1, _AMOUNT_DIGITS):
+            return _refuse("bad_amount", "amount must be 1 to %d digits, minor units" % _AMOUNT_DIGITS)
+        amount = int(a)
+        if amount <= 0:
+            return _refuse("bad_amount", "amount must be above zero")
+        c = _field(req, "currency")
+        if c == "":
+            currency = self.cfg.get("currency", 156)
+        elif digits(c, 1, 3):
+            currency = int(c)
+        else:
+            return _refuse("bad_currency", "currency must be an ISO 4217 numeric code")
+        orrn = _field(req, "orrn")
+        op = _field(req, "op")
+        sup = _field(req, "sup")
+        dup = _field(req, "dup")
+        if dup not in ("", "0", "1"):
+            return _refuse("bad_request", "dup must be 0 or 1")
+
+        # An ECR resend of a refund already queued: same rid, current state.
+        def same(t):
+            return t[5] == ecr_ref and t[1] == amount and t[2] == currency and t[3] == orrn \
+                and t[4] == op
+
+        m = self._matches(same)
+        if m:
+            st, rid = self._state(m[-1][6])
+            if st:
+                self.stats["resends"] += 1
+                self.log("intake", "seq %s: ECR resend of %s (%s)" % (seq, rid, R.NAMES[st]))
+                rep = self._reply_entry(st, rid)
+                rep["resend"] = 1
+                return rep
+
+        if self.refuse_all:
+            return _refuse("test_credentials", "test staff credentials are configured on a "
+                           "real terminal: refunds are refused until they are replaced")
+        if amount > self.max_amount:
+            return _refuse("amount_limit", "amount %d above the per-refund limit %d"
+                           % (amount, self.max_amount))
+        if currency not in self.currencies:
+            return _refuse("bad_currency", "currency %d is not accepted here" % currency)
+        if len(orrn) != 12 or not _alnum(orrn):
+            return _refuse("bad_orrn", "original RRN must be 12 letters or digits")
+        if not op or not _field(req, "pin"):
+            return _refuse("bad_request", "operator id and PIN are required")
+        try:
+            role = self.staff.check(op, _field(req, "pin"), OPERATOR)
+            need_sup = amount > self.sup_above or dup == "1"
+            if sup:
+                self.staff.check(sup, _field(req, "spin"), SUPERVISOR)
+            elif need_sup and role == SUPERVISOR:
+                sup = op  # a supervisor at the till approves their own refund
+            elif need_sup:
+                if dup == "1":
+                    return _refuse("supervisor_required", "a supervisor must confirm a duplicate")
+                return _refuse("supervisor_required", "amount %d above %d needs a supervisor"
+                               % (amount, self.sup_above))
+        except Refused as r:
+            return _refuse(r.code, r.text)
+
+        def dup_of(t):
+            return t[3] == orrn and t[1] == amount
+
+        for t in self._matches(dup_of):
+            st, rid = self._state(t[6])
+            if st in _DUP_STATES:
+                if dup == "1":
+                    self.log("intake", "seq %s: possible duplicate of %s confirmed by supervisor %s"
+                             % (seq, rid, sup))
+                    break
+                self.stats["duplicates"] += 1
+                self.log("intake", "seq %s: possible duplicate of %s (%s) refused"
+                         % (seq, rid, R.NAMES[st]), level="WARN")
+                return _refuse("possible_duplicate", "refund %s for the same original RRN and "
+                               "amount is %s; a supervisor must confirm" % (rid, R.NAMES[st]))
+        try:
+            e = self.ob.intake(amount, currency, orrn, op, sup, ecr_ref)
+        except Refused as r:
+            self.log("intake", "seq %s: refused by the outbox: %s" % (seq, r.code), level="WARN")
+            return _refuse(r.code, r.text)
+        self._remember(e)
+        self.stats["refunds"] += 1
+        self.log("intake", "seq %s: %s queued, %d (currency %d), op %s%s" % (
+            seq, e["rid"], amount, currency, op, (", supervisor " + sup) if sup else ""))
+        return self._reply_entry(R.QUEUED, e["rid"], e)
+
+    def _query(self, req):
+        rid = _field(req, "rid")
+        e = self.ob.get(rid) if rid else None
+        if e is None:
+            return _refuse("unknown_rid", "no refund %s" % rid[:16])
+        rep = self._reply_entry(e["state"], e["rid"], e)
+        for k in ("code", "rrn", "auth"):
+            if e.get(k):
+                rep[k] = e[k]
+        rep["created"] = e["created"]
+        if e.get("stale"):
+            rep["stale"] = 1
+        return rep
+
+    def _cancel(self, req):
+        rid = _field(req, "rid")
+        sup = _field(req, "sup")
+        if not rid:
+            return _refuse("bad_request", "rid is required")
+        if not sup or not _field(req, "spin"):
+            return _refuse("supervisor_required", "CANCEL needs a supervisor id and PIN")
+        try:
+            self.staff.check(sup, _field(req, "spin"), SUPERVISOR)
+        except Refused as r:
+            return _refuse(r.code, r.text)
+        try:
+            e = self.ob.cancel(rid)
+        except BadTransition:
+            e = self.ob.get(rid)
+            if e is None:
+                return _refuse("unknown_rid", "no refund %s" % rid[:16])
+            if e["state"] != R.CANCELLED:
+                return _refuse("cannot_cancel", "refund %s is %s: it cannot be cancelled"
+                               % (rid, R.NAMES[e["state"]]))
+            return self._reply_entry(e["state"], rid, e)
+        except OSError as err:
+            return _refuse("flash_error", "could not record the cancel (%s)" % err)
+        self.log("intake", "%s %s by supervisor %s" % (rid, R.NAMES[e["state"]], sup))
+        return self._reply_entry(e["state"], rid, e)
+
+    def _list(self, req):
+        f = _field(req, "from")
+        if f and not digits(f, 1, 6):
+            return _refuse("bad_request", "from must be a number")
+        start = int(f) if f else 0
+        rids = self.ob.rids()
+        items = []
+        i = start
+        while i < len(rids) and len(items) < _LIST_PAGE:
+            items.append("%s:%s" % (rids[i], R.NAMES[self.ob.state(rids[i])]))
+            i += 1
+        rep = {"total": len(rids), "items": ",".join(items)}
+        if i < len(rids):
+            rep["next"] = i
+        return rep

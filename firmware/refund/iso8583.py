@@ -1,0 +1,489 @@
+# ISO 8583:1987 ASCII codec for the host link (docs/host-link.md), byte-compatible
+# with pyiso8583 4.x `default_ascii` for the MTIs and fields the spec uses.
+#
+# Messages are dicts keyed like pyiso8583's decoded dict: 't' is the MTI, fields are
+# str keys ('3', '11', '62', '128'); values are str. For numeric (n) fields encode()
+# also takes a non-negative int and zero-pads it. decode() returns str values only and
+# no 'p' / '1' (bitmap) keys; encode() ignores 'p' and '1' if present.
+#
+# Every kind of bad input to decode() raises DecodeError; e.reason is a short code:
+#   type      not a bytes-like object
+#   short     truncated (message ends inside the MTI, a bitmap, a length or a field)
+#   mti       MTI not one of the spec's
+#   bitmap    a bitmap is not 16 uppercase hex characters
+#   bitmap2   bit 1 is set but the secondary bitmap is empty
+#   field     a bit is set for a field the spec does not use (e.f = its number)
+#   len       LLLVAR length not 3 digits or above the maximum
+#   digits    non-digit in a numeric field
+#   chars     character outside the field's class (an: A-Z a-z 0-9 space; ans: 0x20-0x7E)
+#   hex       MAC field not 16 uppercase hex characters
+#   trailing  bytes after the last field
+#   frame     frame length 0 or above 4096 (frame_len / read_frame)
+# validate() adds: missing, unexpected, value, f62. encode() raises ValueError.
+from micropython import const
+
+MAX_FRAME = const(4096)
+_MAX_FRAME = const(4096)
+
+_N = const(1)  # digits
+_AN = const(2)  # letters, digits, space
+_ANS = const(3)  # printable ASCII
+_HEX = const(4)  # uppercase hex (MAC)
+_LLLVAR = const(8)  # flag added to the kind
+
+MTIS = ("0200", "0201", "0210", "0420", "0421", "0430", "0800", "0810")
+
+# field number -> kind (0 = not used by the spec), and fixed length / LLLVAR maximum
+_KIND = bytearray(129)
+_LEN = [0] * 129
+_KEYS = [None] * 129  # field number -> its dict key, made once
+for _f, _k, _l in ((3, _N, 6), (4, _N, 12), (7, _N, 10), (11, _N, 6), (12, _N, 6),
+                   (13, _N, 4), (37, _AN, 12), (38, _AN, 6), (39, _AN, 2), (41, _ANS, 8),
+                   (42, _ANS, 15), (49, _N, 3), (62, _ANS | _LLLVAR, 999), (64, _HEX, 16),
+                   (70, _N, 3), (90, _N, 42), (128, _HEX, 16)):
+    _KIND[_f] = _k
+    _LEN[_f] = _l
+    _KEYS[_f] = str(_f)
+del _f, _k, _l
+
+_HEXCHARS = b"0123456789ABCDEF"
+_BM = bytearray(16)  # decoded bitmaps (primary 0..7, secondary 8..15)
+_VALS = [None] * 129  # encode scratch: field number -> value
+BUF = bytearray(2 + _MAX_FRAME)  # shared encode buffer (length prefix + message)
+
+
+class DecodeError(ValueError):
+    def __init__(self, reason, field=0):
+        super().__init__(reason)
+        self.reason = reason
+        self.field = field
+
+
+def _hexval(c):
+    if 0x30 <= c <= 0x39:
+        return c - 0x30
+    if 0x41 <= c <= 0x46:
+        return c - 0x37
+    return -1
+
+
+def _class_ok(kind, data, start, end):
+    # True if every byte of data[start:end] belongs to the field class
+    if kind == _N:
+        for i in range(start, end):
+            c = data[i]
+            if c < 0x30 or c > 0x39:
+                return False
+    elif kind == _AN:
+        for i in range(start, end):
+            c = data[i]
+            if not (0x30 <= c <= 0x39 or 0x41 <= c <= 0x5A or 0x61 <= c <= 0x7A or c == 0x20):
+                return False
+    elif kind == _ANS:
+        for i in range(start, end):
+            c = data[i]
+            if c < 0x20 or c > 0x7E:
+                return False
+    else:
+        for i in range(start, end):
+            if _hexval(data[i]) < 0:
+                return False
+    return True
+
+
+_REASON = {_N: "digits", _AN: "chars", _ANS: "chars", _HEX: "hex"}
+
+
+def _bitmap(data, pos, dst):
+    # 16 uppercase hex characters at data[pos:] -> 8 bytes at _BM[dst:]
+    for i in range(8):
+        hi = _hexval(data[pos + 2 * i])
+        lo = _hexval(data[pos + 2 * i + 1])
+        if hi < 0 or lo < 0:
+            raise DecodeError("bitmap")
+        _BM[dst + i] = (hi << 4) | lo
+
+
+def decode(data):
+    """bytes / bytearray / memoryview of one message (no length prefix) -> dict."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise DecodeError("type")
+    n = len(data)
+    mv = memoryview(data)
+    if n < 4:
+        raise DecodeError("short")
+    if not _class_ok(_N, data, 0, 4):
+        raise DecodeError("mti")
+    mti = str(mv[0:4], "ascii")
+    if mti not in MTIS:
+        raise DecodeError("mti")
+    if n < 20:
+        raise DecodeError("short")
+    _bitmap(data, 4, 0)
+    pos = 20
+    if _BM[0] & 0x80:
+        if n < 36:
+            raise DecodeError("short")
+        _bitmap(data, 20, 8)
+        pos = 36
+        empty = True
+        for i in range(8, 16):
+            if _BM[i]:
+                empty = False
+        if empty:
+            raise DecodeError("bitmap2")
+    else:
+        for i in range(8, 16):
+            _BM[i] = 0
+    # every set bit must be a field of the spec (bit 1 = secondary bitmap, 65 = tertiary)
+    for byte in range(16):
+        b = _BM[byte]
+        if b:
+            for bit in range(8):
+                if b & (0x80 >> bit):
+                    f = byte * 8 + bit + 1
+                    if f != 1 and not _KIND[f]:
+                        raise DecodeError("field", f)
+    out = {"t": mti}
+    for byte in range(16):
+        b = _BM[byte]
+        if not b:
+            continue
+        for bit in range(8):
+            if not b & (0x80 >> bit):
+                continue
+            f = byte * 8 + bit + 1
+            if f == 1:
+                continue
+            kind = _KIND[f]
+            size = _LEN[f]
+            if kind & _LLLVAR:
+                kind &= 7
+                if pos + 3 > n:
+                    raise DecodeError("short", f)
+                if not _class_ok(_N, data, pos, pos + 3):
+                    raise DecodeError("len", f)
+                ln = (data[pos] - 0x30) * 100 + (data[pos + 1] - 0x30) * 10 + data[pos + 2] - 0x30
+                if ln > size:
+                    raise DecodeError("len", f)
+                size = ln
+                pos += 3
+            end = pos + size
+            if end > n:
+                raise DecodeError("short", f)
+            if not _class_ok(kind, data, pos, end):
+                raise DecodeError(_REASON[kind], f)
+            out[_KEYS[f]] = str(mv[pos:end], "ascii")
+            pos = end
+    if pos != n:
+        raise DecodeError("trailing")
+    return out
+
+
+def mac_field(msg):
+    """'128' if the message needs a secondary bitmap (a field 65..127), else '64'."""
+    for k in msg:
+        if k != "t" and k != "p" and k != "1" and k != "64" and k != "128" and int(k) > 64:
+            return "128"
+    return "64"
+
+
+def encode_into(buf, msg, off=0, mac=False):
+    """Encode msg into buf[off:]; returns the end index. With mac=True the MAC field
+    (64, or 128 when a secondary bitmap is needed) is added as 16 '0' for mac.sign_into
+    to fill in; msg must not carry 64/128 itself then."""
+    vals = _VALS
+    try:
+        mti = msg["t"]
+    except KeyError:
+        raise ValueError("no MTI")
+    if mti not in MTIS:
+        raise ValueError("MTI")
+    bm = _BM
+    for i in range(16):
+        bm[i] = 0
+    for k in msg:
+        if k == "t" or k == "p" or k == "1":
+            continue
+        try:
+            f = int(k)
+        except ValueError:
+            raise ValueError("key " + str(k))
+        if f < 2 or f > 128 or not _KIND[f] or _KEYS[f] != k:
+            raise ValueError("field " + str(k))
+        vals[f] = msg[k]
+        bm[(f - 1) >> 3] |= 0x80 >> ((f - 1) & 7)
+    try:
+        if mac:
+            f = 128 if int(mac_field(msg)) == 128 else 64
+            if vals[f] is not None:
+                raise ValueError("MAC field given")
+            vals[f] = 0
+            bm[(f - 1) >> 3] |= 0x80 >> ((f - 1) & 7)
+        second = False
+        for i in range(8, 16):
+            if bm[i]:
+                second = True
+        if second:
+            bm[0] |= 0x80
+        pos = off
+        top = len(buf)
+        if pos + 36 > top:
+            raise ValueError("buffer")
+        mb = mti.encode()
+        buf[pos:pos + 4] = mb
+        pos += 4
+        for i in range(16 if second else 8):
+            buf[pos] = _HEXCHARS[bm[i] >> 4]
+            buf[pos + 1] = _HEXCHARS[bm[i] & 15]
+            pos += 2
+        for f in range(2, 129):
+            v = vals[f]
+            if v is None:
+                continue
+            kind = _KIND[f]
+            size = _LEN[f]
+            if f == 64 or f == 128:
+                if v == 0:  # MAC placeholder
+                    v = "0000000000000000"
+            if isinstance(v, int):
+                if kind != _N or v < 0:
+                    raise ValueError("int for field " + str(f))
+                if pos + size > top:
+                    raise ValueError("buffer")
+                for i in range(pos + size - 1, pos - 1, -1):
+                    buf[i] = 0x30 + v % 10
+                    v //= 10
+                if v:
+                    raise ValueError("too big for field " + str(f))
+                pos += size
+                continue
+            if not isinstance(v, str):
+                raise ValueError("value of field " + str(f))
+            vb = v.encode()
+            ln = len(vb)
+            if kind & _LLLVAR:
+                kind &= 7
+                if ln > size:
+                    raise ValueError("too long: field " + str(f))
+                if pos + 3 + ln > top:
+                    raise ValueError("buffer")
+                buf[pos] = 0x30 + ln // 100
+                buf[pos + 1] = 0x30 + ln // 10 % 10
+                buf[pos + 2] = 0x30 + ln % 10
+                pos += 3
+            elif ln != size:
+                raise ValueError("length of field " + str(f))
+            if pos + ln > top:
+                raise ValueError("buffer")
+            if not _class_ok(kind, vb, 0, ln):
+                raise ValueError("characters of field " + str(f))
+            buf[pos:pos + ln] = vb
+            pos += ln
+        return pos
+    finally:
+        for i in range(129):
+            vals[i] = None
+
+
+def encode(msg, mac=False):
+    """msg dict -> bytes (one message, no length prefix)."""
+    end = encode_into(BUF, msg, 2, mac)
+    return bytes(memoryview(BUF)[2:end])
+
+
+# ---- framing: 2-byte big-endian length, 1..4096 ----
+
+def frame(data):
+    """One message -> length-prefixed frame (bytes)."""
+    n = len(data)
+    if n == 0 or n > _MAX_FRAME:
+        raise ValueError("frame length")
+    return bytes((n >> 8, n & 255)) + data
+
+
+def frame_len(hdr):
+    """The 2 header bytes -> message length; DecodeError('frame') for 0 or > 4096."""
+    if len(hdr) < 2:
+        raise DecodeError("short")
+    n = (hdr[0] << 8) | hdr[1]
+    if n == 0 or n > _MAX_FRAME:
+        raise DecodeError("frame")
+    return n
+
+
+def put_len(buf, n, off=0):
+    """Write the 2-byte length prefix of an n-byte message at buf[off]."""
+    if n == 0 or n > _MAX_FRAME:
+        raise ValueError("frame length")
+    buf[off] = n >> 8
+    buf[off + 1] = n & 255
+
+
+async def _fill(reader, mv):
+    got = 0
+    want = len(mv)
+    while got < want:
+        k = await reader.readinto(mv[got:])
+        if not k:
+            raise EOFError
+        got += k
+
+
+async def read_frame_into(reader, buf):
+    """Read one frame from an asyncio stream into buf (>= 4096 bytes, reused); returns
+    the message length n, the message is buf[0:n]. EOFError at end of stream,
+    DecodeError('frame') on a bad length: the caller must then close the connection."""
+    mv = memoryview(buf)
+    await _fill(reader, mv[0:2])
+    n = frame_len(buf)
+    await _fill(reader, mv[0:n])
+    return n
+
+
+# ---- field 62: key=value;key=value ----
+
+def valid_rid(s):
+    """True for a refund id of the spec: [A-Z0-9-]{1,32}."""
+    if not isinstance(s, str):
+        return False
+    b = s.encode()
+    if not 1 <= len(b) <= 32:
+        return False
+    for c in b:
+        if not (0x41 <= c <= 0x5A or 0x30 <= c <= 0x39 or c == 0x2D):
+            return False
+    return True
+
+
+def _valid_key(k):
+    b = k.encode()
+    if not 1 <= len(b) <= 16:
+        return False
+    for c in b:
+        if not (0x61 <= c <= 0x7A or 0x41 <= c <= 0x5A or 0x30 <= c <= 0x39 or c == 0x5F or c == 0x2D):
+            return False
+    return True
+
+
+def _valid_value(v):
+    for c in v.encode():
+        if c == 0x3B or c == 0x3D or c < 0x20 or c > 0x7E:
+            return False
+    return True
+
+
+def _check62(d):
+    if not valid_rid(d.get("rid")):
+        return False
+    o = d.get("orrn")
+    if o is not None and len(o) != 12:
+        return False
+    return True
+
+
+def parse62(s):
+    """'rid=R-1;orrn=123456789012' -> dict; DecodeError('f62') unless every part is
+    key=value with a valid key, no ';'/'=' in values, no duplicate keys, a valid rid
+    and, if present, a 12-character orrn."""
+    d = {}
+    if not s:
+        raise DecodeError("f62", 62)
+    for part in s.split(";"):
+        i = part.find("=")
+        if i <= 0:
+            raise DecodeError("f62", 62)
+        k = part[:i]
+        v = part[i + 1:]
+        if not _valid_key(k) or not _valid_value(v) or k in d:
+            raise DecodeError("f62", 62)
+        d[k] = v
+    if not _check62(d):
+        raise DecodeError("f62", 62)
+    return d
+
+
+def build62(d):
+    """dict -> 'rid=..;orrn=..;k=v' (rid, orrn first, then keys sorted); ValueError
+    on anything parse62 would reject or a result above 999 characters."""
+    for k in d:
+        v = d[k]
+        if not isinstance(k, str) or not isinstance(v, str) or not _valid_key(k) or not _valid_value(v):
+            raise ValueError("f62 key/value")
+    if not _check62(d):
+        raise ValueError("f62 rid/orrn")
+    keys = sorted(k for k in d if k != "rid" and k != "orrn")
+    parts = ["rid=" + d["rid"]]
+    if "orrn" in d:
+        parts.append("orrn=" + d["orrn"])
+    for k in keys:
+        parts.append(k + "=" + d[k])
+    s = ";".join(parts)
+    if len(s) > 999:
+        raise ValueError("f62 too long")
+    return s
+
+
+# ---- per-MTI message rules (docs/host-link.md, Messages and Fields) ----
+
+_F_REQ = (3, 4, 7, 11, 12, 13, 41, 42, 49, 62, 64)
+# 0420/0421 carry field 90, so a secondary bitmap, so their MAC is field 128 (the MAC
+# is always the last field; the spec's field table lists 128 for 08xx only).
+_F_REV = (3, 4, 7, 11, 41, 42, 49, 62, 90, 128)
+# MTI -> (required, optional). Requests are held to the whole table of the spec;
+# answers need what the terminal decides on (Terminal duties) and may carry the rest.
+_FIELDS = {
+    "0200": (_F_REQ, ()), "0201": (_F_REQ, ()),
+    "0210": ((4, 11, 39, 41, 49, 62, 64), (3, 7, 12, 13, 37, 38, 42)),
+    "0420": (_F_REV, ()), "0421": (_F_REV, ()),
+    "0430": ((11, 39, 41, 62, 64), (3, 4, 7, 42, 49)),
+    "0800": ((7, 11, 41, 70, 128), ()),
+    "0810": ((11, 39, 41, 128), (7, 70)),
+}
+
+
+def validate(msg):
+    """Check a decoded message against the spec's field table for its MTI. Requests
+    (0200/0201/0420/0421/0800) must carry exactly the fields listed; answers must carry
+    what the terminal checks (0210: 4, 11, 39, 41, 49, 62, 64, plus 37 and 38 when 39 is
+    '00'; 0430: 11, 39, 41, 62, 64; 0810: 11, 39, 41, 128) and may carry the other
+    fields the spec lists for them, nothing else. Field 3 = 200000, 70 = 301,
+    90 = 0200+STAN+field 7+22 zeros, 62 parses with a rid (and an orrn in 0200/0201).
+    Returns the parsed field 62 dict (None for 08xx).
+    Raises DecodeError('mti' | 'missing' | 'unexpected' | 'value' | 'f62', field)."""
+    mti = msg.get("t")
+    rule = _FIELDS.get(mti)
+    if rule is None:
+        raise DecodeError("mti")
+    need, may = rule
+    for f in need:
+        if str(f) not in msg:
+            raise DecodeError("missing", f)
+    approved = mti == "0210" and msg.get("39") == "00"
+    for k in msg:
+        if k == "t" or k == "p" or k == "1":
+            continue
+        try:
+            f = int(k)
+        except ValueError:
+            raise DecodeError("unexpected")
+        if f not in need and f not in may:
+            raise DecodeError("unexpected", f)
+    if approved:
+        for f in (37, 38):
+            if str(f) not in msg:
+                raise DecodeError("missing", f)
+    if "3" in msg and msg["3"] != "200000":
+        raise DecodeError("value", 3)
+    if "70" in msg and msg["70"] != "301":
+        raise DecodeError("value", 70)
+    if "90" in msg:
+        v = msg["90"]
+        if v[0:4] != "0200" or v[20:] != "0" * 22:
+            raise DecodeError("value", 90)
+    if "62" not in msg:
+        return None
+    d = parse62(msg["62"])
+    if (mti == "0200" or mti == "0201") and "orrn" not in d:
+        raise DecodeError("f62", 62)
+    return d

@@ -1,0 +1,329 @@
+# Host sender: moves queued refunds to a final answer and cancelling ones to
+# cancelled, exactly once however the network behaves.
+#
+# Retry policy is per entry (exponential backoff with full jitter), so one stuck entry
+# never blocks the others. Any attempt that may have reached the host makes every
+# resend a 0201 (same STAN, same rid); a cancelled one gets 0420 then 0421 until a valid
+# 0430. While the host cannot be reached, an 0800 echo probes it instead of refunds;
+# when the echo answers the whole queue is woken at once.
+import asyncio
+import random
+import time
+from micropython import const
+from refund import record as R
+from refund.hostlink import TIMEOUT
+
+DEFAULTS = {
+    "window": 4,  # requests outstanding on the connection
+    "suspect_window": 1,  # extra lane for entries whose last attempt timed out
+    "connect_ms": 3000,
+    "response_ms": 5000,
+    "backoff_base_ms": 500,
+    "backoff_cap_ms": 60000,
+    "backoff_factor": 2,
+    "echo_base_ms": 1000,
+    "echo_cap_ms": 30000,
+}
+
+_RETRY_CODES = ("91", "96")  # "not done": keep queued, repeat with 0201 later
+_IDLE_MS = const(1000)
+_SLOW_MIN_MS = const(200)
+
+
+def _f7(t, localtime):
+    tm = localtime(t)
+    return "%02d%02d%02d%02d%02d" % (tm[1], tm[2], tm[3], tm[4], tm[5])
+
+
+class Sender:
+    def __init__(self, outbox, link, ident, cfg, log, now, localtime):
+        """ident: {"tid", "mid"}; now(): UTC seconds; localtime(t) -> tuple."""
+        c = dict(DEFAULTS)
+        if cfg:
+            for k in cfg:
+                if k not in c:
+                    raise ValueError("unknown host setting %r" % k)
+                c[k] = cfg[k]
+        self.cfg = c
+        self.ob = outbox
+        self.link = link
+        self.tid = ident["tid"]
+        self.mid = ident["mid"]
+        self.log = log
+        self.now = now
+        self.localtime = localtime
+        self._sched = {}  # rid -> [next attempt (ticks_ms), attempts]
+        self._busy = {}  # seq -> True (suspect) / False while a request is in flight
+        self._suspect = set()  # seqs whose last request timed out while the link was up
+        self._wake = asyncio.Event()
+        self._cursor = 0  # last entry number launched (round-robin scan position)
+        self._srtt = 0  # smoothed round trip of answered requests, ms
+        self.host_up = True
+        self._echo_attempts = 0
+        self.stats = {"approved": 0, "declined": 0, "retry": 0, "unknown": 0, "reversed": 0,
+                      "echo": 0, "mismatch": 0}
+
+    def wake(self, *_):
+        self._wake.set()
+
+    def _backoff(self, attempts, base, cap):
+        c = self.cfg
+        top = min(cap, base * c["backoff_factor"] ** min(attempts, 30))
+        return random.randint(0, top)  # full jitter
+
+    def _later(self, seq):
+        s = self._sched.get(seq)
+        if s is None:
+            s = self._sched[seq] = [0, 0]
+        s[1] += 1
+        c = self.cfg
+        s[0] = time.ticks_add(time.ticks_ms(), self._backoff(s[1], c["backoff_base_ms"], c["backoff_cap_ms"]))
+
+    def _due(self):
+        """Live entries owed a host exchange whose retry time has come. Cancellations
+        first; refunds round-robin from where the last scan stopped, so a scan costs
+        O(launches), not O(queue), while the window is the limit."""
+        now = time.ticks_ms()
+        for seq in self.ob.seqs(R.CANCELLING):
+            if self._ready(seq, now):
+                yield seq
+        start = self._cursor
+        for after in (start, 0):
+            for seq in self.ob.seqs(R.QUEUED, after):
+                if after == 0 and start and seq > start:
+                    break  # wrapped around to where this scan began
+                if self._ready(seq, now):
+                    self._cursor = seq
+                    yield seq
+            if not start:
+                break
+        self._cursor = 0
+
+    def _ready(self, seq, now):
+        if seq in self._busy:
+            return False
+        s = self._sched.get(seq)
+        return s is None or time.ticks_diff(s[0], now) <= 0
+
+    def _forget(self):
+        # Drop schedules of entries that left the queue: memory stays O(live).
+        if len(self._sched) > self.ob.live:
+            for seq in list(self._sched):
+                st = self.ob.state(self.ob.rid(seq))
+                if st != R.QUEUED and st != R.CANCELLING:
+                    del self._sched[seq]
+                    self._suspect.discard(seq)
+
+    def _next_wait(self):
+        now = time.ticks_ms()
+        w = _IDLE_MS
+        for seq in self._sched:
+            if seq not in self._busy:
+                w = min(w, max(0, time.ticks_diff(self._sched[seq][0], now)))
+        slow = self._slow_ms()
+        for v in self._busy.values():  # wake when a request turns slow: its slot frees
+            if not v[0]:
+                w = min(w, max(1, slow - time.ticks_diff(now, v[1]) + 1))
+        return w
+
+    def _slow_ms(self):
+        # A request outstanding this long is treated as suspect even before it times out.
+        return max(_SLOW_MIN_MS, 8 * self._srtt)
+
+    def _lanes(self, now):
+        """(healthy requests in flight, suspect ones)."""
+        slow = self._slow_ms()
+        n = s = 0
+        for v in self._busy.values():
+            if v[0] or time.ticks_diff(now, v[1]) > slow:
+                s += 1
+            else:
+                n += 1
+        return n, s
+
+    def _launch(self):
+        # A suspect (timed out before, or outstanding far longer than the usual round
+        # trip, e.g. a refund the host never answers) only uses its own small lane, so it
+        # cannot eat the window the healthy queue drains through.
+        c = self.cfg
+        now = time.ticks_ms()
+        busy_n, busy_s = self._lanes(now)
+        cap = c["window"] + c["suspect_window"]  # hard cap on requests at the host
+        if len(self._busy) >= cap or (busy_n >= c["window"] and busy_s >= c["suspect_window"]):
+            return
+        for seq in self._due():
+            if len(self._busy) >= cap:
+                break
+            sus = seq in self._suspect
+            if sus:
+                if busy_s >= c["suspect_window"]:
+                    continue
+                busy_s += 1
+            else:
+                if busy_n >= c["window"]:
+                    continue
+                busy_n += 1
+            self._busy[seq] = [sus, now]
+            asyncio.create_task(self._one(seq))
+            if not self.host_up or (busy_n >= c["window"] and busy_s >= c["suspect_window"]):
+                break
+
+    async def run(self):
+        while True:
+            if not self.host_up:
+                await self._probe()
+                continue
+            self._launch()
+            self._forget()
+            self._wake.clear()
+            try:
+                await asyncio.wait_for_ms(self._wake.wait(), self._next_wait() or 10)
+            except asyncio.TimeoutError:
+                pass
+
+    async def _probe(self):
+        c = self.cfg
+        self._echo_attempts += 1
+        await asyncio.sleep_ms(self._backoff(self._echo_attempts, c["echo_base_ms"], c["echo_cap_ms"]))
+        msg = {"t": "0800", "7": _f7(self.now(), self.localtime), "11": "%06d" % self.ob.take_stan(),
+               "41": self.tid, "70": "301"}
+        try:
+            r = await self.link.request(msg, c["response_ms"])
+        except OSError:
+            return
+        self.stats["echo"] += 1
+        if r is not None and r.get("t") == "0810" and r.get("39") == "00":
+            self.log("host", "echo answered: host is back, waking the queue")
+            self.host_up = True
+            self._echo_attempts = 0
+            for seq in self._sched:
+                self._sched[seq][0] = time.ticks_ms()
+            self._suspect = set()  # the host was away: nobody is to blame
+            self._wake.set()
+
+    async def _one(self, seq):
+        rid = self.ob.rid(seq)
+        try:
+            e = self.ob.get(rid)
+            if e is None or e["state"] not in (R.QUEUED, R.CANCELLING):
+                return
+            if e["state"] == R.CANCELLING:
+                await self._reverse(e)
+            else:
+                await self._refund(e)
+        except OSError as err:
+            # Host unreachable before anything was sent: probe with echo, not refunds.
+            if self.host_up:
+                self.log("host", "host unreachable (%s): probing with 0800" % err, level="WARN")
+            self.host_up = False
+            self._later(seq)
+        except Exception as err:  # noqa: a bad entry must not kill the sender
+            self.log("host", "%s: %r" % (rid, err), level="ERROR")
+            self._later(seq)
+        finally:
+            self._busy.pop(seq, None)
+            self._wake.set()
+
+    def _common(self, e):
+        return {"3": "200000", "4": e["amount"], "11": "%06d" % e["stan"], "41": self.tid,
+                "42": self.mid, "49": e["currency"]}
+
+    async def _refund(self, e):
+        rid = e["rid"]
+        seq = e["seq"]
+        await self.link.connect()  # unreachable -> OSError before anything is marked sent
+        if not e["flags"] & R.F_SENT:
+            e = self.ob.mark_sent(rid, e)  # durable before the first byte can leave
+            mti, t7 = "0200", e["sent"]
+        else:
+            mti, t7 = "0201", self.now()
+        ct = self.localtime(e["created"])
+        msg = self._common(e)
+        msg["t"] = mti
+        msg["7"] = _f7(t7, self.localtime)
+        msg["12"] = "%02d%02d%02d" % (ct[3], ct[4], ct[5])
+        msg["13"] = "%02d%02d" % (ct[1], ct[2])
+        f62 = "rid=%s;orrn=%s" % (rid, e["orrn"])
+        if e["op"]:
+            f62 += ";op=" + e["op"]
+        msg["62"] = f62
+        t0 = time.ticks_ms()
+        r = await self.link.request(msg, self.cfg["response_ms"])
+        if r is not None and r is not TIMEOUT:
+            rtt = time.ticks_diff(time.ticks_ms(), t0)
+            self._srtt = rtt if not self._srtt else (7 * self._srtt + rtt) // 8
+        if r is None or r is TIMEOUT:
+            self.stats["unknown"] += 1  # outcome unknown: same STAN and rid, as 0201, later
+            if r is TIMEOUT:
+                self._suspect.add(seq)
+            self._later(seq)
+            return
+        self._suspect.discard(seq)
+        if not self._matches(r, "0210", e):
+            self.stats["mismatch"] += 1
+            self.log("host", "%s: answer does not match the request: ignored" % rid, level="WARN")
+            self._later(seq)
+            return
+        code = r["39"]
+        if code in _RETRY_CODES:
+            self.stats["retry"] += 1
+            self._later(seq)
+            return
+        self._sched.pop(seq, None)
+        if self.ob.state(rid) != R.QUEUED:
+            # Cancelled while in flight: the reversal (0420) settles it either way.
+            self.log("host", "%s: answer %s after cancel; reversal follows" % (rid, code))
+            return
+        if code == "00":
+            self.ob.approve(rid, r["37"], r["38"], e)  # durable before any receipt byte
+            self.stats["approved"] += 1
+            self.log("host", "%s approved rrn %s" % (rid, r["37"]))
+        else:
+            self.ob.decline(rid, code, e)
+            self.stats["declined"] += 1
+            self.log("host", "%s declined %s" % (rid, code))
+
+    def _matches(self, r, mti, e):
+        if r.get("t") != mti or r.get("11") != "%06d" % (e["rstan"] if mti == "0430" else e["stan"]):
+            return False
+        if r.get("41") != self.tid:
+            return False
+        try:
+            if "4" in r and int(r["4"]) != e["amount"]:
+                return False
+            if "49" in r and int(r["49"]) != e["currency"]:
+                return False
+        except ValueError:
+            return False
+        if mti == "0210" and ("4" not in r or "49" not in r):
+            return False
+        f62 = r.get("62") or ""
+        return ("rid=" + e["rid"]) in f62.split(";")
+
+    async def _reverse(self, e):
+        rid = e["rid"]
+        seq = e["seq"]
+        await self.link.connect()
+        if not e["flags"] & R.F_REV_SENT:
+            e = self.ob.reversal_sent(rid, e)
+            mti = "0420"
+        else:
+            mti = "0421"
+        msg = self._common(e)
+        msg["t"] = mti
+        msg["11"] = "%06d" % e["rstan"]
+        msg["7"] = _f7(self.now(), self.localtime)
+        msg["62"] = "rid=%s" % rid
+        msg["90"] = "0200%06d%s%s" % (e["stan"], _f7(e["sent"], self.localtime), "0" * 22)
+        r = await self.link.request(msg, self.cfg["response_ms"])
+        if r is TIMEOUT:
+            self._suspect.add(seq)
+            r = None
+        if r is not None and self._matches(r, "0430", e) and r.get("39") == "00":
+            self._suspect.discard(seq)
+            self.ob.reversed(rid, e)
+            self.stats["reversed"] += 1
+            self._sched.pop(seq, None)
+            self.log("host", "%s reversed" % rid)
+        else:
+            self._later(seq)

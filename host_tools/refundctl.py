@@ -1,0 +1,306 @@
+"""refundctl: talk to the terminal's ECR link like a cash register (docs/ecr-link.md).
+
+  refundctl --port DEV refund --amount MINOR --orig-rrn RRN --operator ID --pin PIN
+            [--supervisor ID --supervisor-pin PIN] [--currency 156] [--confirm-duplicate] [--json]
+  refundctl --port DEV query RID [--json]
+  refundctl --port DEV cancel RID --supervisor ID --supervisor-pin PIN [--json]
+  refundctl --port DEV list [--json]
+
+--port is a tty path or any pyserial URL (socket://HOST:PORT, rfc2217://, loop://).
+Every request carries an ECR sequence number (--seq, default from the clock); when no
+reply comes within --timeout the *same* frame (same seq) is sent again, up to --tries
+times: the terminal recognises the resend and answers with the same rid.
+
+Exit status: 0 answered, 1 refused (JSON {"error": text, "reason": code}), 3 no reply.
+"""
+import argparse
+import binascii
+import json
+import sys
+import time
+
+STX, ETX, FS = 0x02, 0x03, 0x1C
+MAX_PAYLOAD = 1024
+_OVER = 8
+_INTS = ("seq", "amount", "currency", "total", "next", "created", "resend", "stale")
+
+EXIT_OK, EXIT_REFUSED, EXIT_NO_REPLY = 0, 1, 3
+
+
+# ---- framing (mirrors firmware/refund/ecr.py) ------------------------------------------
+
+def frame(payload):
+    n = len(payload)
+    if n > MAX_PAYLOAD:
+        raise ValueError("payload %d B > %d" % (n, MAX_PAYLOAD))
+    body = bytes((n >> 8, n & 0xFF)) + bytes(payload)
+    return bytes((STX,)) + body + (binascii.crc32(body) & 0xFFFFFFFF).to_bytes(4, "big") + bytes((ETX,))
+
+
+def encode(d):
+    """dict -> payload: cmd, seq, then the other keys sorted; values printable ASCII."""
+    parts = []
+    keys = [k for k in ("cmd", "seq") if k in d] + sorted(k for k in d if k not in ("cmd", "seq"))
+    for k in keys:
+        v = d[k]
+        if v is None:
+            continue
+        if v is True or v is False:
+            v = int(v)
+        v = str(v)
+        if not all(" " <= c <= "~" for c in v):
+            raise ValueError("field %s: printable ASCII only" % k)
+        parts.append("%s=%s" % (k, v))
+    return "\x1c".join(parts).encode()
+
+
+def decode(payload):
+    """payload -> dict (strings). Raises ValueError on a malformed payload."""
+    d = {}
+    for pair in bytes(payload).decode("ascii").split("\x1c"):
+        k, sep, v = pair.partition("=")
+        if not sep or not k:
+            raise ValueError("field without key=value")
+        if k in d:
+            raise ValueError("field %s given twice" % k)
+        d[k] = v
+    return d
+
+
+class Decoder:
+    """Streaming frame parser: feed(bytes) -> payloads of valid frames; resynchronises
+    on the next STX after garbage, bad CRC, bad framing or an oversized length."""
+
+    def __init__(self, max_payload=MAX_PAYLOAD):
+        self.max = max_payload
+        self.buf = bytearray()
+        self.stats = {"frames": 0, "bad_crc": 0, "bad_frame": 0, "oversized": 0, "garbage": 0}
+
+    def feed(self, data):
+        b = self.buf
+        b += data
+        out = []
+        i = 0
+        while i < len(b):
+            if b[i] != STX:
+                j = b.find(bytes((STX,)), i)
+                j = len(b) if j < 0 else j
+                self.stats["garbage"] += j - i
+                i = j
+                continue
+            if len(b) - i < 3:
+                break
+            n = (b[i + 1] << 8) | b[i + 2]
+            if n > self.max:
+                self.stats["oversized"] += 1
+                i += 1
+                continue
+            end = i + n + _OVER
+            if len(b) < end:
+                break
+            if b[end - 1] != ETX:
+                self.stats["bad_frame"] += 1
+                i += 1
+                continue
+            if binascii.crc32(bytes(b[i + 1:end - 5])) & 0xFFFFFFFF != int.from_bytes(b[end - 5:end - 1], "big"):
+                self.stats["bad_crc"] += 1
+                i += 1
+                continue
+            out.append(bytes(b[i + 3:end - 5]))
+            self.stats["frames"] += 1
+            i = end
+        del b[:i]
+        return out
+
+
+# ---- link -------------------------------------------------------------------------------
+
+class NoReply(Exception):
+    pass
+
+
+def new_seq():
+    # Milliseconds of the clock, 9 digits: a new request gets a new number (it wraps
+    # every ~11.6 days, far outside the terminal's resend window of a day... almost:
+    # give --seq explicitly to resend on purpose).
+    return time.time_ns() // 1000000 % 999999999 + 1
+
+
+class Link:
+    def __init__(self, port, baud=115200, timeout=5.0, tries=3, log=None):
+        import serial
+
+        self.ser = serial.serial_for_url(port, baudrate=baud, timeout=0.05)
+        self.timeout = timeout
+        self.tries = max(1, tries)
+        self.dec = Decoder()
+        self.log = log or (lambda msg: None)
+
+    def close(self):
+        self.ser.close()
+
+    def request(self, req):
+        """Send req (with "seq"); return the reply dict with the same seq. On a timeout
+        the identical frame is sent again (tries in all); NoReply after the last."""
+        seq = str(req["seq"])
+        raw = frame(encode(req))
+        try:
+            self.ser.reset_input_buffer()
+        except Exception:
+            pass
+        for attempt in range(self.tries):
+            if attempt:
+                self.log("no reply to seq %s within %.1f s: resending (try %d of %d)"
+                         % (seq, self.timeout, attempt + 1, self.tries))
+            self.ser.write(raw)
+            self.ser.flush()
+            end = time.monotonic() + self.timeout
+            while time.monotonic() < end:
+                data = self.ser.read(4096)
+                if not data:
+                    continue
+                for payload in self.dec.feed(data):
+                    try:
+                        rep = decode(payload)
+                    except ValueError:
+                        continue
+                    if rep.get("seq") == seq:
+                        return rep
+                    # a late reply to an earlier request: not ours
+        raise NoReply("no reply to seq %s after %d tries of %.1f s" % (seq, self.tries, self.timeout))
+
+
+def _typed(rep):
+    out = {}
+    for k, v in rep.items():
+        if k in _INTS and v.lstrip("-").isdigit():
+            v = int(v)
+        out[k] = v
+    return out
+
+
+def result(rep):
+    """Reply dict -> (exit status, JSON-able output)."""
+    if "err" in rep:
+        return EXIT_REFUSED, {"error": rep.get("text", ""), "reason": rep["err"], "seq": _typed(rep).get("seq")}
+    out = _typed(rep)
+    out.pop("cmd", None)
+    if "items" in out:
+        out["items"] = [dict(zip(("rid", "state"), it.split(":", 1))) for it in out["items"].split(",") if it]
+    return EXIT_OK, out
+
+
+def _human(cmd, code, out):
+    if code:
+        return "refused (%s): %s" % (out["reason"], out["error"])
+    if cmd == "list":
+        lines = ["%d live refund(s)" % out.get("total", 0)]
+        lines += ["  %s  %s" % (it["rid"], it["state"]) for it in out["items"]]
+        return "\n".join(lines)
+    parts = ["%s %s" % (out.get("rid", "?"), out.get("state", "?"))]
+    for k in ("amount", "currency", "orrn", "op", "sup", "code", "rrn", "auth"):
+        if k in out:
+            parts.append("%s=%s" % (k, out[k]))
+    if out.get("resend"):
+        parts.append("(resend recognised)")
+    return " ".join(parts)
+
+
+def _build(a, seq):
+    if a.cmd == "refund":
+        return {"cmd": "REFUND", "seq": seq, "amount": a.amount, "currency": a.currency,
+                "orrn": a.orig_rrn, "op": a.operator, "pin": a.pin, "sup": a.supervisor,
+                "spin": a.supervisor_pin, "dup": 1 if a.confirm_duplicate else None}
+    if a.cmd == "query":
+        return {"cmd": "QUERY", "seq": seq, "rid": a.rid}
+    if a.cmd == "cancel":
+        return {"cmd": "CANCEL", "seq": seq, "rid": a.rid, "sup": a.supervisor,
+                "spin": a.supervisor_pin}
+    return {"cmd": "LIST", "seq": seq}
+
+
+def parser():
+    p = argparse.ArgumentParser(prog="refundctl", description="ECR link client for the refund terminal",
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    p.add_argument("--port", required=True, help="tty path or pyserial URL (socket://HOST:PORT)")
+    p.add_argument("--baud", type=int, default=115200)
+    p.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for a reply per try")
+    p.add_argument("--tries", type=int, default=3, help="sends of the same frame before giving up")
+    p.add_argument("--seq", type=int, help="ECR sequence number (default: from the clock)")
+    p.add_argument("--verbose", "-v", action="store_true", help="log resends on stderr")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--json", action="store_true", help="print one JSON object")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("refund", parents=[common], help="queue a refund")
+    r.add_argument("--amount", required=True, help="minor units (e.g. 1250 = 12.50)")
+    r.add_argument("--orig-rrn", required=True, help="RRN of the original purchase (12 characters)")
+    r.add_argument("--operator", required=True)
+    r.add_argument("--pin", required=True)
+    r.add_argument("--supervisor")
+    r.add_argument("--supervisor-pin")
+    r.add_argument("--currency", default=None, help="ISO 4217 numeric (default: the terminal's)")
+    r.add_argument("--confirm-duplicate", action="store_true",
+                   help="a supervisor confirms a possible duplicate")
+    q = sub.add_parser("query", parents=[common], help="state of one refund")
+    q.add_argument("rid")
+    c = sub.add_parser("cancel", parents=[common], help="cancel a refund (supervisor)")
+    c.add_argument("rid")
+    c.add_argument("--supervisor", required=True)
+    c.add_argument("--supervisor-pin", required=True)
+    sub.add_parser("list", parents=[common], help="live refunds and their states")
+    return p
+
+
+def run(a, out=sys.stdout, err=sys.stderr):
+    log = (lambda m: print("refundctl: " + m, file=err)) if a.verbose else None
+    seq = a.seq if a.seq is not None else new_seq()
+    if not 1 <= seq <= 999999999:
+        print("refundctl: --seq must be 1..999999999", file=err)
+        return 2
+    if a.cmd == "refund" and (a.supervisor is None) != (a.supervisor_pin is None):
+        print("refundctl: --supervisor and --supervisor-pin go together", file=err)
+        return 2
+    try:
+        link = Link(a.port, a.baud, a.timeout, a.tries, log)
+    except Exception as e:  # serial.SerialException, ValueError for a bad URL
+        res = {"error": "cannot open %s: %s" % (a.port, e), "reason": "no_port"}
+        print(json.dumps(res) if a.json else "refundctl: " + res["error"], file=out if a.json else err)
+        return EXIT_NO_REPLY
+    try:
+        code, res = EXIT_OK, None
+        if a.cmd == "list":
+            items, start, total = [], 0, 0
+            while True:
+                req = {"cmd": "LIST", "seq": seq}
+                if start:
+                    req["from"] = start
+                code, page = result(link.request(req))
+                if code:
+                    res = page
+                    break
+                items += page.get("items", [])
+                total = page.get("total", 0)
+                if "next" not in page or page["next"] <= start:
+                    res = {"total": total, "items": items}
+                    break
+                start = page["next"]
+                seq = seq % 999999999 + 1
+        else:
+            code, res = result(link.request(_build(a, seq)))
+    except NoReply as e:
+        code, res = EXIT_NO_REPLY, {"error": str(e), "reason": "no_reply", "seq": seq}
+    finally:
+        link.close()
+    if a.json:
+        print(json.dumps(res, sort_keys=True), file=out)
+    else:
+        print(_human(a.cmd, code, res), file=err if code else out)
+    return code
+
+
+def main(argv=None):
+    return run(parser().parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
