@@ -1,6 +1,9 @@
 """refund-bench: run the firmware on the virtual board.
 
   refund-bench board [--flash FILE] [--console DEV] [--printer DEV] [--ecr DEV] [--baud N]
+  refund-bench terminal [--flash FILE] [--host HOST:PORT] [--printer DEV] [--ecr DEV]
+                        [--console DEV] [--terminal-id ID] [--merchant-id ID] [--mac-key HEX]
+                        [--config FILE]
 
 Device options are tty paths the firmware opens. For every one not given the bench
 creates a null-modem and prints one JSON line {"console": ..., "printer": ..., "ecr": ...}
@@ -45,6 +48,23 @@ def _raw_console(fd):
     termios.tcsetattr(fd, termios.TCSANOW, a)
 
 
+def _terminal_config(a):
+    """Bench config file + command-line overrides -> a JSON file the firmware reads."""
+    with open(a.config) as f:
+        cfg = json.load(f)
+    for key, val in (("host", a.host), ("terminal_id", a.terminal_id),
+                     ("merchant_id", a.merchant_id), ("mac_key", a.mac_key)):
+        if val:
+            cfg[key] = val
+    path = os.path.abspath(a.flash) + ".config.json"
+    with open(path, "w") as f:
+        json.dump(cfg, f)
+    return path
+
+
+FIRMWARE = ("src", "mpy", "flash")
+
+
 def cmd_board(a):
     if a.board not in BOARDS:
         raise SystemExit("refund-bench: unknown board %r; boards: %s" % (a.board, ", ".join(BOARDS)))
@@ -75,8 +95,17 @@ def cmd_board(a):
         print(json.dumps(far), flush=True)
     flash = a.flash
     os.makedirs(os.path.dirname(os.path.abspath(flash)), exist_ok=True)
-    env = vboard.board_env(flash, devs["printer"], devs["ecr"],
-                           firmware="flash" if a.firmware == "flash" else vboard.FIRMWARE)
+    if a.firmware == "mpy":
+        from host_tools.deploy import cached_build
+
+        firmware = cached_build("unix")
+    else:
+        firmware = "flash" if a.firmware == "flash" else vboard.FIRMWARE
+    env = vboard.board_env(flash, devs["printer"], devs["ecr"], firmware=firmware)
+    if getattr(a, "config", None):
+        env["REFUND_CONFIG"] = _terminal_config(a)
+    else:
+        env.pop("REFUND_CONFIG", None)
     cfd = os.open(devs["console"], os.O_RDWR | os.O_NOCTTY)
     _raw_console(cfd)
     sys.stdout.flush()
@@ -98,9 +127,26 @@ def main(argv=None):
         b.add_argument("--" + role, metavar="DEV", help="tty path for the %s" % role)
     b.add_argument("--baud", type=int, default=None, help="throttle created null-modems to this baud")
     b.add_argument("--heap", default=vboard.DEFAULT_HEAP, help="MicroPython heap size (-X heapsize)")
-    b.add_argument("--firmware", choices=("src", "flash"), default="src",
-                   help="run firmware from the source tree or from what 'make deploy' put on flash")
+    b.add_argument("--firmware", choices=FIRMWARE, default="src",
+                   help="run firmware from the source tree, compiled with mpy-cross (mpy), or "
+                        "from what 'make deploy' put on flash")
     b.set_defaults(fn=cmd_board)
+    t = sub.add_parser("terminal", help="run the whole terminal application on the virtual board")
+    t.add_argument("--board", default="unix", help=argparse.SUPPRESS)
+    t.add_argument("--flash", default="build/terminal.img", help="flash image file")
+    for role in ROLES:
+        t.add_argument("--" + role, metavar="DEV", help="tty path for the %s" % role)
+    t.add_argument("--host", metavar="HOST:PORT", help="payment host (default: from the config)")
+    t.add_argument("--terminal-id")
+    t.add_argument("--merchant-id")
+    t.add_argument("--mac-key", metavar="HEX")
+    t.add_argument("--config", default=os.path.join(vboard.UNIX_BOARD, "bench-config.json"),
+                   help="terminal config JSON (default: the TEST-ONLY bench config)")
+    t.add_argument("--baud", type=int, default=None)
+    t.add_argument("--heap", default=vboard.DEFAULT_HEAP)
+    t.add_argument("--firmware", choices=FIRMWARE, default="mpy",
+                   help="default mpy: the source tree compiled with mpy-cross, as deployed")
+    t.set_defaults(fn=cmd_board)
     n = sub.add_parser("nullmodem", help="create a virtual serial cable and print its two ends")
     n.add_argument("--baud", type=int, default=None)
     n.set_defaults(fn=cmd_nullmodem)

@@ -90,6 +90,39 @@ def build(board, out_dir):
     return built
 
 
+def cached_build(board="unix"):
+    """A compiled tree of the current sources, built once per source content.
+
+    The virtual board runs this as a board runs what `make deploy` copied (bytecode, not
+    source: compiling 20 modules on the device would need more heap than a board has).
+    Keyed by a hash of every source, built in a temporary directory and renamed into
+    place, so concurrent benches never see a half-built tree.
+    """
+    import hashlib
+    import shutil
+    import tempfile
+
+    h = hashlib.sha256(board.encode())
+    for src, dst in sources(board):
+        with open(src, "rb") as f:
+            h.update(dst.encode() + b"\0" + f.read())
+    top = os.path.join(REPO, "build", "mpy-cache")
+    out = os.path.join(top, "%s-%s" % (board, h.hexdigest()[:16]))
+    if os.path.isdir(out):
+        return out
+    os.makedirs(top, exist_ok=True)
+    tmp = tempfile.mkdtemp(dir=top, prefix=".tmp-")
+    try:
+        build(board, tmp)
+        os.rename(tmp, out)
+    except OSError:
+        if not os.path.isdir(out):
+            raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
 def deploy(board, port, out_dir):
     built = build(board, out_dir)
     root = ROOT[board]

@@ -3,7 +3,8 @@
   refund-printer (--tty DEV | --pty) --out DIR [--width 58|80] [--baud N]
                  [--buffer BYTES] [--lines-per-sec N] [--control SOCK] [--font PATH|none]
                  [--paper-out | --paper-out-after N] [--near-end] [--cover-open]
-                 [--offline] [--no-status] [--slow FACTOR] [--cutter-error] [--dead]
+                 [--offline] [--no-status] [--bad-status] [--slow FACTOR]
+                 [--cutter-error] [--dead]
 
 It behaves like a serial thermal printer (Epson TM-style command set, Chinese
 GB18030 double-byte mode as on the printers of Chinese bank terminals):
@@ -24,7 +25,10 @@ GB18030 double-byte mode as on the printers of Chinese bank terminals):
 * Faults, at start or while running (Python API `set_fault`, or the JSON-lines
   control socket): paper out (now or after N more printed lines; the printer then
   stops in the middle of a line), paper near end, cover open, offline, no status
-  answers, slow paper, autocutter error, dead (no power: nothing is read or sent).
+  answers, slow paper, autocutter error, dead (no power: nothing is read or sent),
+  bad status (DLE EOT replies sent with bit 7 set: they violate 0xx1xx10, as a
+  damaged line or a foreign device would). `inject(data)` (or the control command
+  "inject") sends raw bytes to the host: line noise, unexpected output.
 
 Each receipt (paper from one cut to the next) is written to --out as
 receipt-NNNN.txt (decoded text, laid out in columns), .json (lines with
@@ -48,12 +52,14 @@ Control socket (--control PATH, a unix stream socket, one JSON object a line):
   {"cmd": "fault", "cover_open": true}   -> {"ok": true, "state": {...}}
   {"cmd": "state"}                         -> {"ok": true, "state": {...}}
   {"cmd": "receipts"}                      -> {"ok": true, "receipts": [...]}
+  {"cmd": "inject", "hex": "00ff"}         -> {"ok": true}   (raw bytes to the host)
 """
 import argparse
 import glob
 import json
 import os
 import pty
+import queue
 import select
 import shutil
 import signal
@@ -194,6 +200,7 @@ class PrinterEmulator:
         self.cover_open = False
         self.offline = False
         self.no_status = False
+        self.bad_status = False
         self.slow = 1.0
         self.cutter_error = False
         self.dead = False
@@ -208,6 +215,8 @@ class PrinterEmulator:
                       "lines_printed": 0, "unknown": 0, "garbled_gb": 0}
         self._next_ready = 0.0
         self._thread = None
+        self._writer = None  # receipt files are written off the receive path when started
+        self._out_q = None
         self._stop = threading.Event()
         self._wake_r = self._wake_w = None
         self.fd = None
@@ -239,7 +248,8 @@ class PrinterEmulator:
             return out
 
     def set_fault(self, paper_out=None, paper_out_after=None, near_end=None, cover_open=None,
-                  offline=None, no_status=None, slow=None, cutter_error=None, dead=None):
+                  offline=None, no_status=None, slow=None, cutter_error=None, dead=None,
+                  bad_status=None):
         """Change faults; arguments left at None keep their current value.
         paper_out=False loads paper (and clears paper_out_after unless given)."""
         with self.lock:
@@ -263,6 +273,8 @@ class PrinterEmulator:
                 self.offline = bool(offline)
             if no_status is not None:
                 self.no_status = bool(no_status)
+            if bad_status is not None:
+                self.bad_status = bool(bad_status)
             if slow is not None:
                 if float(slow) <= 0:
                     raise Fault("slow must be > 0")
@@ -289,7 +301,7 @@ class PrinterEmulator:
                 "online": self.online(), "paper_out": self.paper_out,
                 "paper_left": self.paper_left, "near_end": self.near_end,
                 "cover_open": self.cover_open, "offline": self.offline,
-                "no_status": self.no_status, "slow": self.slow,
+                "no_status": self.no_status, "bad_status": self.bad_status, "slow": self.slow,
                 "cutter_error": self.cutter_error, "dead": self.dead,
                 "buffered": len(self.rx), "capacity": self.capacity, "xoff": self.xoff,
                 "receipts": len(self.receipts), "tty": self.path,
@@ -336,6 +348,16 @@ class PrinterEmulator:
         self._own_fds += [self._wake_r, self._wake_w]
         self._stop.clear()
         self._next_ready = time.monotonic()
+        # A real printer's UART keeps receiving (and sends XOFF at its threshold) while
+        # the print engine works: load qrcode now and write receipt files (PNG rendering
+        # takes ~20 ms) in another thread, so the receive path never stalls on them.
+        try:
+            import qrcode  # noqa: F401
+        except ImportError:
+            pass
+        self._out_q = queue.Queue()
+        self._writer = threading.Thread(target=self._write_loop, name="printer-out", daemon=True)
+        self._writer.start()
         self._thread = threading.Thread(target=self._serve, name="printer", daemon=True)
         self._thread.start()
         if control:
@@ -349,6 +371,10 @@ class PrinterEmulator:
         if self._thread:
             self._thread.join(3)
             self._thread = None
+        if self._writer:
+            self._out_q.put(None)
+            self._writer.join(30)
+            self._writer = None
         if self._server:
             try:
                 self._server.close()
@@ -474,7 +500,15 @@ class PrinterEmulator:
         if b is None or self.no_status or self.dead:
             return
         self.stats["status_replies"] += 1
+        if self.bad_status:
+            b |= 0x80  # bit 7 is fixed 0: the reply no longer matches 0xx1xx10
         self._send(bytes((b,)))
+
+    def inject(self, data):
+        """Send raw bytes to the host (line noise, unexpected printer output)."""
+        with self.lock:
+            self._send(bytes(data))
+        self._kick()
 
     def _send(self, data):
         if self.dead:
@@ -1063,6 +1097,23 @@ class PrinterEmulator:
             "started": rec.started, "finished": time.time(),
             "files": {"txt": base + ".txt", "json": base + ".json", "png": None},
         }
+        if self._writer is not None:
+            self._out_q.put((rec, doc, base))  # appended to self.receipts once written
+        else:
+            self._write_out(rec, doc, base)
+        return doc
+
+    def _write_loop(self):
+        while True:
+            job = self._out_q.get()
+            if job is None:
+                return
+            try:
+                self._write_out(*job)
+            except Exception as e:  # keep writing the next ones
+                self._log("writing receipt %s failed: %r" % (job[2], e))
+
+    def _write_out(self, rec, doc, base):
         text = render_text(rec.lines, self.columns, doc)
         with open(base + ".txt", "w", encoding="utf-8") as f:
             f.write(text)
@@ -1081,8 +1132,8 @@ class PrinterEmulator:
                 self._log(self.png_note)
         with open(base + ".json", "w", encoding="utf-8") as f:
             json.dump(doc, f, ensure_ascii=False, indent=1)
-        self.receipts.append(doc)
-        return doc
+        with self.lock:
+            self.receipts.append(doc)
 
     # ---------------------------------------------------------------- thread
     def _kick(self):
@@ -1125,7 +1176,9 @@ class PrinterEmulator:
                 if data:
                     with self.lock:
                         self._receive(data)
-            if fd in w:
+            if fd in w or self._tx:
+                # Replies and XOFF go out right after reception, like a UART interrupt
+                # handler would send them, not after the next round of printing.
                 with self.lock:
                     try:
                         k = os.write(fd, bytes(self._tx))
@@ -1175,7 +1228,10 @@ class PrinterEmulator:
         if cmd == "receipts":
             with self.lock:
                 return {"ok": True, "receipts": list(self.receipts)}
-        return {"ok": False, "error": "unknown cmd %r (fault, state, receipts)" % (cmd,)}
+        if cmd == "inject":
+            self.inject(bytes.fromhex(msg.get("hex", "")))
+            return {"ok": True}
+        return {"ok": False, "error": "unknown cmd %r (fault, state, receipts, inject)" % (cmd,)}
 
 
 def control_request(path, msg, timeout=5):
@@ -1374,6 +1430,8 @@ def main(argv=None):
     ap.add_argument("--cover-open", action="store_true")
     ap.add_argument("--offline", action="store_true")
     ap.add_argument("--no-status", action="store_true", help="never answer status requests")
+    ap.add_argument("--bad-status", action="store_true",
+                    help="status replies violate the fixed bits 0xx1xx10")
     ap.add_argument("--slow", type=float, default=1.0, help="paper speed divisor")
     ap.add_argument("--cutter-error", action="store_true")
     ap.add_argument("--dead", action="store_true", help="no power: reads and sends nothing")
@@ -1383,6 +1441,7 @@ def main(argv=None):
                           paper_out=a.paper_out or None, paper_out_after=a.paper_out_after,
                           near_end=a.near_end or None, cover_open=a.cover_open or None,
                           offline=a.offline or None, no_status=a.no_status or None,
+                          bad_status=a.bad_status or None,
                           slow=a.slow, cutter_error=a.cutter_error or None, dead=a.dead or None)
     emu.start(None if a.pty else a.tty, baud=a.baud, control=a.control)
     print(json.dumps({"tty": emu.path, "out": os.path.abspath(a.out), "control": a.control,

@@ -74,7 +74,8 @@ class Decoder:
     def __init__(self, max_payload=MAX_PAYLOAD):
         self.max = max_payload
         self.buf = bytearray()
-        self.stats = {"frames": 0, "bad_crc": 0, "bad_frame": 0, "oversized": 0, "garbage": 0}
+        self.stats = {"frames": 0, "bad_crc": 0, "bad_frame": 0, "oversized": 0, "truncated": 0,
+                      "garbage": 0}
 
     def feed(self, data):
         b = self.buf
@@ -112,6 +113,18 @@ class Decoder:
         del b[:i]
         return out
 
+    def pending(self):
+        return len(self.buf)
+
+    def flush(self):
+        """The line went quiet: the partial frame at the start is truncated. Drop its
+        first byte and scan the rest again; returns payloads like feed()."""
+        if not self.buf:
+            return []
+        self.stats["truncated" if self.buf[0] == STX else "garbage"] += 1
+        del self.buf[:1]
+        return self.feed(b"")
+
 
 # ---- link -------------------------------------------------------------------------------
 
@@ -128,46 +141,74 @@ def new_seq():
 
 class Link:
     def __init__(self, port, baud=115200, timeout=5.0, tries=3, log=None):
-        import serial
-
-        self.ser = serial.serial_for_url(port, baudrate=baud, timeout=0.05)
+        self.port = port
+        self.baud = baud
         self.timeout = timeout
         self.tries = max(1, tries)
         self.dec = Decoder()
         self.log = log or (lambda msg: None)
+        self.ser = self._open()
+
+    def _open(self):
+        import serial
+
+        return serial.serial_for_url(self.port, baudrate=self.baud, timeout=0.05)
 
     def close(self):
-        self.ser.close()
+        if self.ser is not None:
+            self.ser.close()
+
+    def _exchange(self, raw, seq):
+        if self.ser is None:
+            self.ser = self._open()
+            self.dec = Decoder()
+        self.ser.write(raw)
+        self.ser.flush()
+        end = time.monotonic() + self.timeout
+        while time.monotonic() < end:
+            data = self.ser.read(4096)
+            if not data:
+                continue
+            for payload in self.dec.feed(data):
+                try:
+                    rep = decode(payload)
+                except ValueError:
+                    continue
+                if rep.get("seq") == seq:
+                    return rep
+                # a late reply to an earlier request: not ours
+        return None
 
     def request(self, req):
         """Send req (with "seq"); return the reply dict with the same seq. On a timeout
-        the identical frame is sent again (tries in all); NoReply after the last."""
+        (or a lost connection: reopened) the identical frame is sent again, tries in
+        all; NoReply after the last."""
+        import serial
+
         seq = str(req["seq"])
         raw = frame(encode(req))
         try:
             self.ser.reset_input_buffer()
         except Exception:
             pass
+        why = "no reply within %.1f s" % self.timeout
         for attempt in range(self.tries):
             if attempt:
-                self.log("no reply to seq %s within %.1f s: resending (try %d of %d)"
-                         % (seq, self.timeout, attempt + 1, self.tries))
-            self.ser.write(raw)
-            self.ser.flush()
-            end = time.monotonic() + self.timeout
-            while time.monotonic() < end:
-                data = self.ser.read(4096)
-                if not data:
-                    continue
-                for payload in self.dec.feed(data):
-                    try:
-                        rep = decode(payload)
-                    except ValueError:
-                        continue
-                    if rep.get("seq") == seq:
-                        return rep
-                    # a late reply to an earlier request: not ours
-        raise NoReply("no reply to seq %s after %d tries of %.1f s" % (seq, self.tries, self.timeout))
+                self.log("seq %s: %s: resending (try %d of %d)" % (seq, why, attempt + 1, self.tries))
+            try:
+                rep = self._exchange(raw, seq)
+                if rep is not None:
+                    return rep
+                why = "no reply within %.1f s" % self.timeout
+            except (serial.SerialException, OSError) as e:
+                why = "link lost (%s)" % e
+                try:
+                    self.close()
+                except Exception:
+                    pass
+                self.ser = None
+                time.sleep(min(self.timeout, 0.5))
+        raise NoReply("no reply to seq %s after %d tries: %s" % (seq, self.tries, why))
 
 
 def _typed(rep):
@@ -186,16 +227,18 @@ def result(rep):
     out = _typed(rep)
     out.pop("cmd", None)
     if "items" in out:
-        out["items"] = [dict(zip(("rid", "state"), it.split(":", 1))) for it in out["items"].split(",") if it]
+        out["refunds"] = [dict(zip(("rid", "state"), it.split(":", 1))) for it in out.pop("items").split(",") if it]
     return EXIT_OK, out
 
 
 def _human(cmd, code, out):
+    if code == EXIT_NO_REPLY:
+        return "refundctl: %s" % out["error"]
     if code:
         return "refused (%s): %s" % (out["reason"], out["error"])
     if cmd == "list":
         lines = ["%d live refund(s)" % out.get("total", 0)]
-        lines += ["  %s  %s" % (it["rid"], it["state"]) for it in out["items"]]
+        lines += ["  %s  %s" % (it["rid"], it["state"]) for it in out["refunds"]]
         return "\n".join(lines)
     parts = ["%s %s" % (out.get("rid", "?"), out.get("state", "?"))]
     for k in ("amount", "currency", "orrn", "op", "sup", "code", "rrn", "auth"):
@@ -222,7 +265,7 @@ def _build(a, seq):
 def parser():
     p = argparse.ArgumentParser(prog="refundctl", description="ECR link client for the refund terminal",
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    p.add_argument("--port", required=True, help="tty path or pyserial URL (socket://HOST:PORT)")
+    p.add_argument("--port", help="tty path or pyserial URL (socket://HOST:PORT)")
     p.add_argument("--baud", type=int, default=115200)
     p.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for a reply per try")
     p.add_argument("--tries", type=int, default=3, help="sends of the same frame before giving up")
@@ -230,6 +273,7 @@ def parser():
     p.add_argument("--verbose", "-v", action="store_true", help="log resends on stderr")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--json", action="store_true", help="print one JSON object")
+    common.add_argument("--port", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     sub = p.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("refund", parents=[common], help="queue a refund")
     r.add_argument("--amount", required=True, help="minor units (e.g. 1250 = 12.50)")
@@ -251,7 +295,9 @@ def parser():
     return p
 
 
-def run(a, out=sys.stdout, err=sys.stderr):
+def run(a, out=None, err=None):
+    out = out or sys.stdout
+    err = err or sys.stderr
     log = (lambda m: print("refundctl: " + m, file=err)) if a.verbose else None
     seq = a.seq if a.seq is not None else new_seq()
     if not 1 <= seq <= 999999999:
@@ -278,10 +324,10 @@ def run(a, out=sys.stdout, err=sys.stderr):
                 if code:
                     res = page
                     break
-                items += page.get("items", [])
+                items += page.get("refunds", [])
                 total = page.get("total", 0)
                 if "next" not in page or page["next"] <= start:
-                    res = {"total": total, "items": items}
+                    res = {"total": total, "refunds": items}
                     break
                 start = page["next"]
                 seq = seq % 999999999 + 1
@@ -299,7 +345,11 @@ def run(a, out=sys.stdout, err=sys.stderr):
 
 
 def main(argv=None):
-    return run(parser().parse_args(argv))
+    p = parser()
+    a = p.parse_args(argv)
+    if not a.port:
+        p.error("--port DEV is required (a tty path or a pyserial URL)")
+    return run(a)
 
 
 if __name__ == "__main__":

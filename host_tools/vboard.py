@@ -56,11 +56,11 @@ def board_argv(heap=DEFAULT_HEAP):
 class Board:
     """A virtual board started with `refund-bench board`, console opened with pyserial."""
 
-    def __init__(self, flash, args=(), env=None):
+    def __init__(self, flash, args=(), env=None, cmd="board"):
         import serial
 
         self.flash = flash
-        cmd = [os.path.join(os.path.dirname(sys.executable), "refund-bench"), "board",
+        cmd = [os.path.join(os.path.dirname(sys.executable), "refund-bench"), cmd,
                "--flash", flash] + list(args)
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      env=env, cwd=REPO)

@@ -37,8 +37,8 @@ def mp():
 def board_factory(tmp_path):
     boards = []
 
-    def start(flash=None, args=(), env=None):
-        b = vboard.Board(str(flash or tmp_path / "flash.img"), args, env)
+    def start(flash=None, args=(), env=None, cmd="board"):
+        b = vboard.Board(str(flash or tmp_path / "flash.img"), args, env, cmd)
         boards.append(b)
         return b
 

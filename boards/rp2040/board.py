@@ -55,6 +55,10 @@ def mount_flash(log):
     return info
 
 
+def config_path():
+    return "/config.json"  # provisioned with mpremote fs cp
+
+
 def flash_stats():
     return {}
 

@@ -78,6 +78,11 @@ def mount_dev(dev, log):
     return info
 
 
+def config_path():
+    """Where the terminal config lives: the bench passes a host file; else on flash."""
+    return _env("REFUND_CONFIG") or FLASH + "/config.json"
+
+
 def flash_stats():
     return _dev.stats() if _dev else {}
 

@@ -14,6 +14,8 @@ if src == "flash":
     sys.path.insert(0, "/flash/lib")
 else:
     sys.path.insert(0, src)
+    if "lib" in os.listdir(src):
+        sys.path.insert(0, src + "/lib")  # a built (mpy-cross) tree, laid out as on a board
 try:
     import main  # noqa: F401  (runs the application)
 except KeyboardInterrupt:

@@ -1,4 +1,6 @@
-# Terminal application: boot sequence and task supervisor.
+# Terminal application: boot sequence, wiring, and the task supervisor.
+# Tasks: console watcher, watchdog feed, ECR intake, host sender, printer,
+# housekeeping. A task that raises is logged and restarted; bad input never ends it.
 import asyncio
 import gc
 import json
@@ -10,6 +12,7 @@ from refund import console
 
 _WDT_MS = const(8000)
 _FEED_MS = const(1000)
+_HOUSEKEEP_MS = const(60000)
 
 
 async def _feed(wdt):
@@ -46,13 +49,109 @@ def boot(board):
     return reason, info, uarts
 
 
+def _config(board):
+    """The validated config, or None (not provisioned / invalid: refunds are refused)."""
+    from refund import config
+
+    path = board.config_path()
+    try:
+        cfg = config.load(path, board.DEFAULTS)
+    except config.ConfigError as e:
+        for err in e.errors:
+            log("config", err, level="ERROR")
+        log("config", "terminal NOT PROVISIONED (%s): refunds refused" % path, level="ERROR")
+        return None
+    log("config", "loaded %s: %s" % (path, json.dumps(config.redacted(cfg))))
+    return cfg
+
+
+class Terminal:
+    """The refund terminal's parts, wired together."""
+
+    def __init__(self, board, cfg, uarts):
+        from refund.outbox import Outbox
+        from refund.hostlink import Link
+        from refund.sender import Sender
+        from refund.mac import Mac
+        from refund.staff import Staff
+        from refund.intake import Intake
+
+        self.board = board
+        self.cfg = cfg
+        self.ob = Outbox(board.FLASH + "/ob", board.now, log, cfg.get("limits"))
+        r = self.ob.recover()
+        log("outbox", "recovered: %d live, %d journal records, %d damaged" % (
+            r["live"], r["journal"], r["damaged"]), level="ERROR" if r["damaged"] else "INFO")
+        host, port = cfg["host"].rsplit(":", 1)
+        hl = dict(cfg.get("host_link") or {})
+        self.link = Link(host, int(port), Mac.from_hex(cfg["mac_key"]), cfg["terminal_id"], log,
+                         hl.get("connect_ms", 3000))
+        self.sender = Sender(self.ob, self.link, {"tid": cfg["terminal_id"], "mid": cfg["merchant_id"]},
+                             hl, log, board.now, board.localtime)
+        self.staff = Staff(cfg, board.FLASH + "/staff.lock", log, board.now)
+        self.intake = Intake(self.ob, self.staff, cfg, log, board.now)
+        self.printer = None
+        if uarts.get("printer") is not None:
+            from refund.printer import Printer
+
+            self.printer = Printer(uarts["printer"], self.ob, cfg, log, board.now)
+        self.ecr = uarts.get("ecr")
+        self.ob.on_change = self._changed
+
+    def _changed(self, seq, state):
+        self.sender.wake()
+        if self.printer is not None:
+            self.printer.wake()
+
+    def tasks(self):
+        from refund import ecr
+
+        out = [("sender", self.sender.run), ("housekeeping", self._housekeeping)]
+        if self.printer is not None:
+            out.append(("printer", self.printer.run))
+        if self.ecr is not None:
+            out.append(("ecr", lambda: ecr.serve(self.ecr, self.intake.handle, log)))
+        return out
+
+    async def _housekeeping(self):
+        while True:
+            await asyncio.sleep_ms(_HOUSEKEEP_MS)
+            try:
+                self.ob.maybe_compact()
+            except OSError as e:
+                log("outbox", "compaction failed: %s" % e, level="ERROR")
+            gc.collect()
+            st = self.ob.stats()
+            log("app", "outbox live %d pending %d journal %d heap free %d" % (
+                st["live"], st["pending"], st["journal"], gc.mem_free()))
+
+    def status(self):
+        st = {"outbox": self.ob.stats(), "host": {"up": self.sender.host_up, "link": self.link.stats,
+                                                 "sender": self.sender.stats}}
+        if self.printer is not None:
+            st["printer"] = self.printer.status()
+        return st
+
+
 async def _main(board, reason, info, uarts):
     stop = asyncio.Event()
     wdt = board.wdt(_WDT_MS)
+    names = ["console", "wdt"]
     tasks = [
         asyncio.create_task(console.watch(board.console(), stop)),
         asyncio.create_task(_supervise("wdt", lambda: _feed(wdt))),
     ]
+    term = None
+    cfg = _config(board)
+    if cfg is not None:
+        try:
+            term = Terminal(board, cfg, uarts)
+        except Exception as e:  # noqa: a broken part must not take the console with it
+            log("app", "terminal failed to start: %r" % (e,), level="ERROR")
+    if term is not None:
+        for name, factory in term.tasks():
+            names.append(name)
+            tasks.append(asyncio.create_task(_supervise(name, factory)))
     gc.collect()
     status = {
         "board": board.NAME,
@@ -60,15 +159,23 @@ async def _main(board, reason, info, uarts):
         "uid": binascii.hexlify(board.unique_id()).decode(),
         "flash": info,
         "uarts": {k: (v is not None) for k, v in uarts.items()},
-        "tasks": ["console", "wdt"],
+        "tasks": names,
+        "terminal": term is not None,
         "heap_free": gc.mem_free(),
     }
+    if term is not None:
+        status["outbox"] = term.ob.stats()
     print("READY " + json.dumps(status))
+    app.term = term
     await stop.wait()
     for t in tasks:
         t.cancel()
     board.wdt_service_mode(wdt)
     log("app", "stopped by Ctrl-C on the console; REPL follows")
+
+
+class app:
+    term = None  # the running Terminal, for a technician at the REPL
 
 
 def main(board):

@@ -47,12 +47,19 @@ def frame(payload):
 
 def _clean(v):
     # Values are printable ASCII; anything else (a reply text from an exception, a
-    # merchant name) is replaced so the frame stays well formed.
+    # merchant name) is replaced so the frame stays well formed. No copy when clean.
     s = str(v)
-    out = []
-    for ch in s:
-        out.append(ch if " " <= ch <= "~" else "?")
-    return "".join(out)
+    b = s.encode()
+    for c in b:
+        if not 0x20 <= c <= 0x7E:
+            break
+    else:
+        return s
+    out = bytearray(b)
+    for i in range(len(out)):
+        if not 0x20 <= out[i] <= 0x7E:
+            out[i] = 0x3F  # '?'
+    return out.decode()
 
 
 def encode(d):
@@ -173,13 +180,22 @@ class Parser:
         return out
 
     def flush(self):
-        """The line went quiet in the middle of a frame: drop it as truncated."""
+        """The line went quiet with a partial frame buffered: the frame starting at the
+        first byte is truncated. Drop that byte and scan the rest again (a bogus length
+        from line noise may be hiding complete frames behind it). Returns the payloads
+        found, like feed(); call again while pending() stays non-zero and quiet."""
+        out = []
         if self.n:
-            if self.buf[0] == STX:
+            b = self.buf
+            if b[0] == STX:
                 self.stats["truncated"] += 1
             else:
-                self.stats["garbage"] += self.n
-            self.n = 0
+                self.stats["garbage"] += 1
+            self.n -= 1
+            if self.n:
+                b[0 : self.n] = memoryview(b)[1 : self.n + 1]
+            self._scan(out)
+        return out
 
     def _scan(self, out):
         b = self.buf
@@ -282,7 +298,10 @@ async def serve(stream, handler, log, writer=None, stop_on_eof=False, stats=None
     stream ends). stream: a raw UART/tty object (non-blocking reads) or an asyncio
     stream; writer: a separate asyncio writer (TCP), else the stream itself.
     handler(req) -> reply dict (or an awaitable of one); req maps field names to
-    string values and always has "seq". Returns the parser stats."""
+    string values and always has "seq". Bad input never ends it: bad frames are
+    dropped, handler errors answered 'internal'. A write error on the stream (OSError)
+    is raised: the app's task supervisor restarts the task. Returns the parser stats
+    (stop_on_eof)."""
     r, w = streams(stream, writer)
     p = Parser()
     if stats is None:
@@ -291,33 +310,53 @@ async def serve(stream, handler, log, writer=None, stop_on_eof=False, stats=None
     chunk = bytearray(_CHUNK)
     last = time.ticks_ms()
     while True:
+        frames = None
         if p.pending():
             left = _GAP_MS - time.ticks_diff(time.ticks_ms(), last)
             if left <= 0:
-                p.flush()
-                log("ecr", "partial frame dropped (line quiet %d ms)" % _GAP_MS, level="WARN")
-                continue
-            try:
-                n = await asyncio.wait_for_ms(r.readinto(chunk), left)
-            except asyncio.TimeoutError:
-                continue
+                # Quiet line: whatever is buffered is all there is. Every partial frame
+                # in it is truncated; complete ones hiding behind a bogus length count.
+                t0 = p.stats["truncated"]
+                frames = []
+                while p.pending():
+                    frames += p.flush()
+                log("ecr", "%d truncated frame(s) dropped (line quiet %d ms)"
+                    % (p.stats["truncated"] - t0, _GAP_MS), level="WARN")
+            else:
+                try:
+                    n = await asyncio.wait_for_ms(r.readinto(chunk), left)
+                except asyncio.TimeoutError:
+                    continue
         else:
             n = await r.readinto(chunk)
-        if not n:
-            if stop_on_eof:
-                p.flush()
-                return p.stats
-            await asyncio.sleep_ms(_IDLE_MS)
-            continue
-        last = time.ticks_ms()
-        before = p.stats["bad_crc"] + p.stats["bad_frame"] + p.stats["oversized"]
-        frames = p.feed(memoryview(chunk)[:n])
-        bad = p.stats["bad_crc"] + p.stats["bad_frame"] + p.stats["oversized"] - before
-        if bad:
-            log("ecr", "%d bad frame(s) dropped (crc %d, framing %d, oversized %d)" % (
-                bad, p.stats["bad_crc"], p.stats["bad_frame"], p.stats["oversized"]), level="WARN")
+        if frames is None:
+            if not n:
+                if stop_on_eof:
+                    while p.pending():
+                        for payload in p.flush():
+                            await _answer_to(w, payload, handler, log, stats)
+                    return p.stats
+                # No data (a tty with VMIN=0 whose far end is closed): look again later.
+                await asyncio.sleep_ms(_IDLE_MS)
+                continue
+            last = time.ticks_ms()
+            before = p.stats["bad_crc"] + p.stats["bad_frame"] + p.stats["oversized"]
+            frames = p.feed(memoryview(chunk)[:n])
+            bad = p.stats["bad_crc"] + p.stats["bad_frame"] + p.stats["oversized"] - before
+            if bad:
+                log("ecr", "%d bad frame(s) dropped (totals: crc %d, framing %d, oversized %d)"
+                    % (bad, p.stats["bad_crc"], p.stats["bad_frame"], p.stats["oversized"]),
+                    level="WARN")
         for payload in frames:
-            out = await answer(payload, handler, log, stats)
-            if out is not None:
-                w.write(out)
-                await w.drain()
+            await _answer_to(w, payload, handler, log, stats)
+
+
+async def _answer_to(w, payload, handler, log, stats):
+    try:
+        out = await answer(payload, handler, log, stats)
+    except Exception as e:  # e.g. MemoryError building the reply: never stop serving
+        log("ecr", "request of %d B not answered: %r" % (len(payload), e), level="ERROR")
+        return
+    if out is not None:
+        w.write(out)
+        await w.drain()

@@ -13,10 +13,11 @@ from micropython import const
 from refund import record as R
 from refund import config
 from refund.ecr import digits
+from refund.recent import Recent
 from refund.outbox import Refused, BadTransition
 from refund.staff import OPERATOR, SUPERVISOR
 
-_RECENT_MAX = const(400)  # refunds kept in RAM for the duplicate / resend checks
+_RECENT_MIN = const(300)  # completed refunds kept in RAM for the duplicate / resend checks
 _CACHE_N = const(8)  # recent refusals kept so a resend gets the same answer
 _CACHE_S = const(300)
 _LIST_PAGE = const(32)
@@ -39,6 +40,10 @@ def _field(req, k):
     return v if isinstance(v, str) else str(v)
 
 
+def _ecr_num(s):
+    return int(s) if digits(s) else 0
+
+
 def _refuse(code, text):
     return {"err": code, "text": text}
 
@@ -48,7 +53,7 @@ class Intake:
     req: field name -> value (strings as decoded from an ECR frame; ints are accepted)
     with "seq" and "cmd". The reply carries "state" (and "rid") or "err" + "text"."""
 
-    def __init__(self, outbox, staff, cfg, log, now):
+    def __init__(self, outbox, staff, cfg, log, now, recent_max=None):
         self.ob = outbox
         self.staff = staff
         self.cfg = cfg
@@ -66,27 +71,23 @@ class Intake:
                 level="ERROR")
         self._salt = os.urandom(16)  # keys the refusal cache digests (they cover PINs)
         self._cache = []  # [seq, digest, time, reply] of recent refusals
-        self._recent = []  # (created, amount, currency, orrn, op, ecr, seq), oldest first
-        self._cut = 0  # newest created time dropped from _recent for room (0: none)
+        if recent_max is None:
+            # every live refund plus a day's worth of completed ones, 20 B each
+            recent_max = max(_RECENT_MIN, outbox.cfg["max_live"] + _RECENT_MIN)
+        self.recent = Recent(recent_max)
+        self._warned = False
         self.stats = {"refunds": 0, "refused": 0, "resends": 0, "duplicates": 0}
         self._load_recent()
 
     # ---- recent refunds (duplicate guard and resend recognition) ---------------------
 
     def _load_recent(self):
+        # Straight into the arrays: no per-entry objects survive (a board's heap is small).
         since = self.now() - self.window
-        got = {}
-        for e in self.ob.history():
-            if e["created"] >= since:
-                got[e["seq"]] = e
-        for e in self._journal():
-            if e["created"] >= since:
-                got[e["seq"]] = e
-        for e in self.ob.entries():
-            if e["created"] >= since:
-                got[e["seq"]] = e
-        for seq in sorted(got):
-            self._remember(got[seq])
+        for src in (self.ob.history(), self._journal(), self.ob.entries()):
+            for e in src:
+                if e["created"] >= since:
+                    self.recent.add(e["created"], e["amount"], e["orrn"], _ecr_num(e["ecr"]), e["seq"])
 
     def _journal(self):
         # Completed refunds not yet compacted into the history live only in journal
@@ -104,49 +105,32 @@ class Intake:
             except (R.Corrupt, OSError, ValueError, IndexError):
                 pass
 
-    def _remember(self, e):
-        self._recent.append((e["created"], e["amount"], e["currency"], e["orrn"], e["op"],
-                             e["ecr"], e["seq"]))
-        if len(self._recent) > _RECENT_MAX:
-            self._cut = max(self._cut, self._recent[0][0])
-            self._recent.pop(0)
-
-    def _prune(self, since):
-        r = self._recent
-        k = 0
-        while k < len(r) and r[k][0] < since:
-            k += 1
-        if k:
-            del r[:k]
-
-    def _scan_flash(self, want, since):
-        # Slow path, only when the RAM list had to drop refunds still inside the window.
-        for src in (self.ob.history(), self._journal(), self.ob.entries()):
-            for e in src:
-                if e["created"] >= since:
-                    t = (e["created"], e["amount"], e["currency"], e["orrn"], e["op"], e["ecr"], e["seq"])
-                    if want(t):
-                        yield t
-
-    def _matches(self, want):
+    def _candidates(self, amount, orrn, ecr=0):
+        """Entries accepted within the window with this amount and original RRN (and
+        ECR seq), confirmed on flash: full entry dicts, oldest first."""
         since = self.now() - self.window
-        self._prune(since)
-        found = [t for t in self._recent if want(t)]
-        if not found and self._cut >= since:
-            seen = {}
-            for t in self._scan_flash(want, since):
-                seen[t[6]] = t
-            found = [seen[s] for s in sorted(seen)]
-        return found
-
-    def _state(self, seq):
-        """(state, rid) of entry seq now, state 0 if unknown."""
-        rid = self.ob.rid(seq)
-        st = self.ob.state(rid)
-        if st:
-            return st, rid
-        e = self.ob.get(rid)
-        return (e["state"] if e else 0), rid
+        rc = self.recent
+        rc.prune(since)
+        seqs = rc.find(amount, orrn, ecr)
+        if not seqs and rc.cut >= since:
+            # Slow path: the RAM list had to drop refunds still inside the window.
+            if not self._warned:
+                self._warned = True
+                self.log("intake", "more than %d refunds within the duplicate window: "
+                         "duplicate and resend checks now read the flash" % rc.cap, level="WARN")
+            got = {}
+            for src in (self.ob.history(), self._journal(), self.ob.entries()):
+                for e in src:
+                    if e["created"] >= since and e["amount"] == amount and e["orrn"] == orrn:
+                        got[e["seq"]] = 1
+            seqs = sorted(got)
+        out = []
+        for seq in seqs:
+            e = self.ob.get(self.ob.rid(seq))
+            if e is not None and e["created"] >= since and e["amount"] == amount and \
+                    e["orrn"] == orrn and (not ecr or _ecr_num(e["ecr"]) == ecr):
+                out.append(e)
+        return out
 
     # ---- refusal cache ---------------------------------------------------------------
 
@@ -215,7 +199,7 @@ class Intake:
         return rep
 
     def _refund(self, req, seq):
-        ecr_ref = str(int(seq))
+        ecr_ref = str(int(seq))  # kept in the entry's ecr field (<= 16 characters)
         a = _field(req, "amount")
         if not digits(a, 1, _AMOUNT_DIGITS):
             return _refuse("bad_amount", "amount must be 1 to %d digits, minor units" % _AMOUNT_DIGITS)
@@ -236,18 +220,12 @@ class Intake:
         if dup not in ("", "0", "1"):
             return _refuse("bad_request", "dup must be 0 or 1")
 
-        # An ECR resend of a refund already queued: same rid, current state.
-        def same(t):
-            return t[5] == ecr_ref and t[1] == amount and t[2] == currency and t[3] == orrn \
-                and t[4] == op
-
-        m = self._matches(same)
-        if m:
-            st, rid = self._state(m[-1][6])
-            if st:
+        # An ECR resend of a refund already accepted: same rid, current state.
+        for e in self._candidates(amount, orrn, int(seq)):
+            if e["currency"] == currency and e["op"] == op:
                 self.stats["resends"] += 1
-                self.log("intake", "seq %s: ECR resend of %s (%s)" % (seq, rid, R.NAMES[st]))
-                rep = self._reply_entry(st, rid)
+                self.log("intake", "seq %s: ECR resend of %s (%s)" % (seq, e["rid"], e["state_name"]))
+                rep = self._reply_entry(e["state"], e["rid"])
                 rep["resend"] = 1
                 return rep
 
@@ -278,27 +256,24 @@ class Intake:
         except Refused as r:
             return _refuse(r.code, r.text)
 
-        def dup_of(t):
-            return t[3] == orrn and t[1] == amount
-
-        for t in self._matches(dup_of):
-            st, rid = self._state(t[6])
-            if st in _DUP_STATES:
+        for e in self._candidates(amount, orrn):
+            if e["state"] in _DUP_STATES:
+                rid = e["rid"]
                 if dup == "1":
                     self.log("intake", "seq %s: possible duplicate of %s confirmed by supervisor %s"
                              % (seq, rid, sup))
                     break
                 self.stats["duplicates"] += 1
                 self.log("intake", "seq %s: possible duplicate of %s (%s) refused"
-                         % (seq, rid, R.NAMES[st]), level="WARN")
+                         % (seq, rid, e["state_name"]), level="WARN")
                 return _refuse("possible_duplicate", "refund %s for the same original RRN and "
-                               "amount is %s; a supervisor must confirm" % (rid, R.NAMES[st]))
+                               "amount is %s; a supervisor must confirm" % (rid, e["state_name"]))
         try:
             e = self.ob.intake(amount, currency, orrn, op, sup, ecr_ref)
         except Refused as r:
             self.log("intake", "seq %s: refused by the outbox: %s" % (seq, r.code), level="WARN")
             return _refuse(r.code, r.text)
-        self._remember(e)
+        self.recent.add(e["created"], amount, orrn, int(seq), e["seq"])
         self.stats["refunds"] += 1
         self.log("intake", "seq %s: %s queued, %d (currency %d), op %s%s" % (
             seq, e["rid"], amount, currency, op, (", supervisor " + sup) if sup else ""))

@@ -63,25 +63,20 @@ def matches(entry, pin):
 
 
 class Staff:
-    """Staff list from the config + persistent lockout counters.
-    now(): UTC seconds. path: lockout file (None: RAM only)."""
+    """Staff(cfg, path, log, now): cfg is the terminal config (its "staff" list,
+    "lockout_tries", "lockout_s"); path the lockout file (None: RAM only); now() UTC s."""
 
-    def __init__(self, entries, path, now, log, tries=5, lock_s=900):
+    def __init__(self, cfg, path, log, now):
         self._by_id = {}
-        for e in entries or ():
+        for e in cfg.get("staff") or ():
             self._by_id[e["id"]] = e
         self.path = path
         self.now = now
         self.log = log
-        self.tries = tries
-        self.lock_s = lock_s
+        self.tries = cfg.get("lockout_tries", 5)
+        self.lock_s = cfg.get("lockout_s", 900)
         self._st = {}  # id -> [wrong PINs in a row, locked until (UTC s)]
         self._load()
-
-    @classmethod
-    def from_config(cls, cfg, path, now, log):
-        return cls(cfg.get("staff"), path, now, log, cfg.get("lockout_tries", 5),
-                   cfg.get("lockout_s", 900))
 
     def __repr__(self):
         return "<Staff %d>" % len(self._by_id)
@@ -149,7 +144,9 @@ class Staff:
 
     def check(self, sid, pin, need_role=OPERATOR):
         """Raise Refused(unknown_staff | bad_pin | locked | not_supervisor) unless sid's
-        PIN is pin and sid has need_role (a supervisor may also act as an operator)."""
+        PIN is pin and sid has need_role (a supervisor may also act as an operator).
+        The wrong PIN that locks an id is still answered bad_pin (its text says the id
+        is now locked); every attempt while locked is answered locked."""
         e = self._by_id.get(sid) if isinstance(sid, str) else None
         if e is None:
             raise Refused("unknown_staff", "staff id %s is not configured" % _shown(sid))
@@ -168,7 +165,7 @@ class Staff:
                 self._save()
                 self.log("staff", "staff %s locked for %d s after %d wrong PINs"
                          % (sid, self.lock_s, st[0]), level="WARN")
-                raise Refused("locked", "wrong PIN: staff %s is now locked for %d s"
+                raise Refused("bad_pin", "wrong PIN: staff %s is now locked for %d s"
                               % (sid, self.lock_s))
             self._st[sid] = st
             self._save()

@@ -4,6 +4,7 @@
 #    "batch": [request dict | {"_advance": s} | {"_raw": HEX} | {"_cancel_all": 1}, ...]}
 #      every request is framed, parsed by ecr.Parser and answered by ecr.answer;
 #      prints "REPLY <json>" per step (null when dropped), then "STATS <json>"
+#      "_approve"/"_complete": seq -> approved / printed; "_compact": outbox compaction
 #   or {"serve": PORT, "die_after": N}: TCP server, one ecr.serve per connection;
 #      prints "LISTENING"; "die_after": power cut (SIGKILL) right after the N-th refund
 #      is durably queued, before its reply is written.
@@ -41,8 +42,8 @@ ob_cfg = dict(cfg["limits"])
 ob_cfg.update(T.get("outbox", {}))
 ob = Outbox("/flash/ob", now, log, ob_cfg)
 ob.recover()
-staff = Staff.from_config(cfg, "/flash/staff.lock", now, log)
-intake = Intake(ob, staff, cfg, log, now)
+staff = Staff(cfg, "/flash/staff.lock", log, now)
+intake = Intake(ob, staff, cfg, log, now, T.get("recent_max"))
 
 
 async def batch(steps):
@@ -60,6 +61,16 @@ async def batch(steps):
             rid = ob.rid(st["_approve"])
             ob.mark_sent(rid)
             ob.approve(rid, "RRN000000001", "AUTH01")
+            continue
+        if "_complete" in st:  # sent, approved, receipt printed: a completed refund
+            rid = ob.rid(st["_complete"])
+            ob.mark_sent(rid)
+            ob.approve(rid, "RRN000000002", "AUTH02")
+            ob.print_begun(rid)
+            ob.printed(rid)
+            continue
+        if "_compact" in st:
+            ob.compact()
             continue
         raw = bytes.fromhex(st["_raw"]) if "_raw" in st else ecr.frame(ecr.encode(st))
         out = []

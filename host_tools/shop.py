@@ -1,0 +1,94 @@
+"""A shop on the bench: host simulator, printer emulator on a null-modem, the terminal
+application on the virtual board, and refundctl on its ECR tty. Used by `make demo`
+and the end-to-end tests, so both drive the product the same way."""
+import json
+import os
+import subprocess
+import sys
+import time
+
+from host_tools import REPO
+from host_tools.fwrun import KEY
+from host_tools.hostsim import Faults, HostSim
+from host_tools.nullmodem import NullModem
+from host_tools.printer_emu import PrinterEmulator
+from host_tools.vboard import Board
+
+BENCH_CFG = os.path.join(REPO, "boards", "unix", "bench-config.json")
+CTL = os.path.join(os.path.dirname(sys.executable), "refundctl")
+
+
+class Shop:
+    def __init__(self, workdir, faults=None, config=None, sales=None, seed=1, printer_kw=None):
+        self.dir = str(workdir)
+        os.makedirs(self.dir, exist_ok=True)
+        self.sim = HostSim(bytes.fromhex(KEY), seed=seed, faults=faults or Faults(),
+                           ledger_path=os.path.join(self.dir, "ledger.jsonl"), sales=sales)
+        self.sim.start()
+        self.nm = NullModem(baud=115200).start()
+        self.printer = PrinterEmulator(os.path.join(self.dir, "receipts"), **(printer_kw or {}))
+        self.printer.start(tty_path=self.nm.b, baud=115200)
+        self.flash = os.path.join(self.dir, "terminal.img")
+        self.config = config
+        self.board = None
+        self.seq = int(time.time()) % 100000 * 10
+        self.boot()
+
+    def boot(self):
+        args = ["--host", "127.0.0.1:%d" % self.sim.port, "--printer", self.nm.a]
+        if self.config:
+            args += ["--config", self.config]
+        self.board = Board(self.flash, args=args, cmd="terminal")
+        self.status = self.board.ready(timeout=30)
+        return self.status
+
+    def power_cut(self):
+        """SIGKILL the interpreter: the bench's power cut."""
+        self.board.kill()
+
+    def ctl(self, *args, seq=None, check=None, timeout=3, tries=3):
+        if seq is None:
+            self.seq += 1
+            seq = self.seq
+        cmd = [CTL, "--port", self.board.ends["ecr"], "--seq", str(seq), "--timeout", str(timeout),
+               "--tries", str(tries)]
+        r = subprocess.run(cmd + list(args) + ["--json"], capture_output=True, text=True, timeout=120)
+        lines = r.stdout.strip().splitlines()
+        out = json.loads(lines[-1]) if lines else {}
+        out["_rc"] = r.returncode
+        if check is not None:
+            assert (r.returncode == 0) == check, (args, r.stdout, r.stderr)
+        return out
+
+    def refund(self, amount, orrn="ORIG00000001", op="01", pin="1234", extra=(), **kw):
+        return self.ctl("refund", "--amount", str(amount), "--orig-rrn", orrn, "--operator", op,
+                        "--pin", pin, *extra, **kw)
+
+    def query(self, rid):
+        return self.ctl("query", rid)
+
+    def wait_state(self, rid, states, timeout=30):
+        end = time.time() + timeout
+        r = None
+        while time.time() < end:
+            r = self.query(rid)
+            if r.get("state") in states:
+                return r
+            time.sleep(0.25)
+        raise AssertionError("%s never reached %s (last %r)" % (rid, states, r))
+
+    def receipts_for(self, rid):
+        out = []
+        for doc in list(self.printer.receipts):
+            with open(doc["files"]["txt"], encoding="utf-8") as f:
+                text = f.read()
+            if rid in text:
+                out.append((doc, text))
+        return out
+
+    def close(self):
+        if self.board:
+            self.board.kill()
+        self.printer.stop()
+        self.nm.close()
+        self.sim.stop()

