@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 BOARD ?= unix
 PORT ?=
 
-.PHONY: venv test demo bench mpy deploy clean
+.PHONY: venv test demo bench soak mpy deploy clean
 
 venv: $(STAMP)
 
@@ -25,6 +25,10 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m host_tools.benchmarks
+
+# The long fuzz: >= 10,000 frames through the host-link decoder and the ECR parser.
+soak: $(STAMP)
+	REFUND_FUZZ_N=$${REFUND_FUZZ_N:-10000} $(BIN)/python -m pytest -q -k fuzz tests/test_iso8583.py tests/test_ecr.py
 
 mpy: $(STAMP)
 	$(BIN)/python -m host_tools.deploy --board $(BOARD) --build-only
