@@ -9,6 +9,8 @@ from refund import iso8583
 from refund import mac as _mac
 
 _RX = const(4096)
+_IPPROTO_TCP = const(6)  # same numbers on Linux and lwIP (ESP32, RP2040 W)
+_TCP_NODELAY = const(1)
 # errno values meaning the host was never reached (nothing we sent can have arrived)
 _UNREACHABLE = (111, 113, 101, 110)  # ECONNREFUSED EHOSTUNREACH ENETUNREACH ETIMEDOUT
 
@@ -51,6 +53,7 @@ class Link:
             r, w = await asyncio.wait_for_ms(asyncio.open_connection(self.host, self.port),
                                              self.connect_ms)
             self._r, self._w = r, w
+            _nodelay(w)
             self.unreachable = False
             self._answered = False
             self.stats["connects"] += 1
@@ -164,6 +167,15 @@ class Link:
         self.stats["answers"] += 1
         w.resp = msg
         w.ev.set()
+
+
+def _nodelay(w):
+    # Several requests are outstanding on one connection: without TCP_NODELAY, Nagle's
+    # algorithm holds each small frame until the previous one is acknowledged.
+    try:
+        w.s.setsockopt(_IPPROTO_TCP, _TCP_NODELAY, 1)
+    except (AttributeError, OSError):
+        pass  # a stack without the option: still correct, only slower
 
 
 def _errno(e):
