@@ -5,6 +5,9 @@
   refundctl --port DEV query RID [--json]
   refundctl --port DEV cancel RID --supervisor ID --supervisor-pin PIN [--json]
   refundctl --port DEV list [--json]
+  refundctl --port DEV status [--json]
+  refundctl --port DEV reprint RID --operator ID --pin PIN [--json]
+  refundctl --port DEV report --operator ID --pin PIN [--json]
 
 --port is a tty path or any pyserial URL (socket://HOST:PORT, rfc2217://, loop://).
 Every request carries an ECR sequence number (--seq, default from the clock); when no
@@ -22,7 +25,8 @@ import time
 STX, ETX, FS = 0x02, 0x03, 0x1C
 MAX_PAYLOAD = 1024
 _OVER = 8
-_INTS = ("seq", "amount", "currency", "total", "next", "created", "resend", "stale")
+_INTS = ("seq", "amount", "currency", "total", "next", "created", "resend", "stale", "live",
+         "pending", "oldest")
 
 EXIT_OK, EXIT_REFUSED, EXIT_NO_REPLY = 0, 1, 3
 
@@ -240,8 +244,12 @@ def _human(cmd, code, out):
         lines = ["%d live refund(s)" % out.get("total", 0)]
         lines += ["  %s  %s" % (it["rid"], it["state"]) for it in out["refunds"]]
         return "\n".join(lines)
+    if cmd == "status":
+        return " ".join("%s=%s" % (k, out[k]) for k in sorted(out) if k != "seq")
+    if cmd == "report":
+        return "queue report printing (%s live)" % out.get("total", "?")
     parts = ["%s %s" % (out.get("rid", "?"), out.get("state", "?"))]
-    for k in ("amount", "currency", "orrn", "op", "sup", "code", "rrn", "auth"):
+    for k in ("amount", "currency", "orrn", "op", "sup", "code", "rrn", "auth", "print"):
         if k in out:
             parts.append("%s=%s" % (k, out[k]))
     if out.get("resend"):
@@ -259,6 +267,12 @@ def _build(a, seq):
     if a.cmd == "cancel":
         return {"cmd": "CANCEL", "seq": seq, "rid": a.rid, "sup": a.supervisor,
                 "spin": a.supervisor_pin}
+    if a.cmd == "reprint":
+        return {"cmd": "REPRINT", "seq": seq, "rid": a.rid, "op": a.operator, "pin": a.pin}
+    if a.cmd == "report":
+        return {"cmd": "REPORT", "seq": seq, "op": a.operator, "pin": a.pin}
+    if a.cmd == "status":
+        return {"cmd": "STATUS", "seq": seq}
     return {"cmd": "LIST", "seq": seq}
 
 
@@ -292,6 +306,15 @@ def parser():
     c.add_argument("--supervisor", required=True)
     c.add_argument("--supervisor-pin", required=True)
     sub.add_parser("list", parents=[common], help="live refunds and their states")
+    sub.add_parser("status", parents=[common],
+                   help="printer state, host link, live/pending/stale refunds, oldest age")
+    rp = sub.add_parser("reprint", parents=[common], help="print a printed refund's receipt again (REPRINT)")
+    rp.add_argument("rid")
+    rp.add_argument("--operator", required=True)
+    rp.add_argument("--pin", required=True)
+    rr = sub.add_parser("report", parents=[common], help="print the queue report for staff")
+    rr.add_argument("--operator", required=True)
+    rr.add_argument("--pin", required=True)
     return p
 
 

@@ -112,3 +112,76 @@ def test_test_credentials_refused_on_a_real_board(tmp_path):
         s.board.read_until(b"TEST CREDENTIALS")
     finally:
         s.close()
+
+
+def test_status_shows_printer_and_host_state_to_staff(shop):
+    st = shop.ctl("status", check=True)
+    assert st["printer"] in ("ready", "absent") and st["host"] == "up" and st["live"] == 0, st
+    shop.printer.set_fault(cover_open=True)
+    r = shop.refund(555, orrn="ORIGSTAT0001", check=True)
+    shop.wait_state(r["rid"], ("approved",))
+    end = time.time() + 20
+    while time.time() < end:
+        st = shop.ctl("status", check=True)
+        if st["printer"] == "cover_open":
+            break
+        time.sleep(0.3)
+    assert st["printer"] == "cover_open" and st["live"] == 1, st
+    shop.printer.set_fault(cover_open=False)
+    shop.wait_state(r["rid"], ("printed",))
+
+
+def test_reprint_and_queue_report_through_refundctl(shop):
+    r = shop.refund(4321, orrn="ORIGREPR0001", check=True)
+    shop.wait_state(r["rid"], ("printed",))
+    before = len(shop.receipts_for(r["rid"]))
+    # An operator's PIN is needed; a wrong one is refused and prints nothing.
+    bad = shop.ctl("reprint", r["rid"], "--operator", "01", "--pin", "0000")
+    assert bad["_rc"] != 0 and bad["reason"] == "bad_pin", bad
+    rep = shop.ctl("reprint", r["rid"], "--operator", "01", "--pin", "1234", check=True)
+    assert rep["print"] == "started" and rep["state"] == "printed", rep
+    end = time.time() + 20
+    while time.time() < end and len(shop.receipts_for(r["rid"])) < before + 2:
+        time.sleep(0.2)
+    got = shop.receipts_for(r["rid"])
+    assert len(got) == before + 2, len(got)  # both copies, again
+    assert all("REPRINT" in t for _doc, t in got[before:])
+    assert all("REPRINT" not in t for _doc, t in got[:before])  # the originals stay originals
+    assert shop.query(r["rid"])["state"] == "printed"
+    # Only a printed refund has a receipt to reprint; unknown rids are refused.
+    assert shop.ctl("reprint", "NOPE-000001", "--operator", "01", "--pin", "1234")["reason"] == "unknown_rid"
+    shop.sim.stop()  # the host is away: q stays queued
+    q = shop.refund(100, orrn="ORIGREPR0002", check=True)
+    nr = shop.ctl("reprint", q["rid"], "--operator", "01", "--pin", "1234")
+    assert nr["_rc"] != 0 and nr["reason"] in ("no_receipt",), nr
+    n0 = len(shop.printer.receipts)
+    rep = shop.ctl("report", "--operator", "01", "--pin", "1234", check=True)
+    assert rep["print"] == "started" and rep["total"] >= 1, rep
+    end = time.time() + 20
+    while time.time() < end and len(shop.printer.receipts) == n0:
+        time.sleep(0.2)
+    docs = shop.printer.receipts[n0:]
+    assert docs, "no queue report printed"
+    with open(docs[-1]["files"]["txt"], encoding="utf-8") as f:
+        text = f.read()
+    assert q["rid"] in text, text
+
+
+def test_stale_refund_is_flagged_and_keeps_retrying(tmp_path):
+    with open(BENCH_CFG) as f:
+        cfg = json.load(f)
+    cfg["limits"] = dict(cfg.get("limits", {}), stale_s=2)
+    path = tmp_path / "stale.json"
+    path.write_text(json.dumps(cfg))
+    s = Shop(tmp_path, config=str(path))
+    try:
+        s.sim.stop()  # the host is down: the refund waits
+        r = s.refund(777, orrn="ORIGSTALE001", check=True)
+        assert "stale" not in s.query(r["rid"])
+        time.sleep(3)
+        q = s.query(r["rid"])
+        assert q["state"] == "queued" and q.get("stale") == 1, q
+        st = s.ctl("status", check=True)
+        assert st["stale"] == 1 and st["oldest"] >= 2 and st["host"] == "down", st
+    finally:
+        s.close()

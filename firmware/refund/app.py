@@ -76,6 +76,9 @@ class Terminal:
         from refund.staff import Staff
         from refund.intake import Intake
 
+        # Loading modules leaves garbage between the code objects: collect before the
+        # long-lived arrays (index, recent list) so they find contiguous room.
+        gc.collect()
         self.board = board
         self.cfg = cfg
         self.ob = Outbox(board.FLASH + "/ob", board.now, log, cfg.get("limits"))
@@ -89,12 +92,14 @@ class Terminal:
         self.sender = Sender(self.ob, self.link, {"tid": cfg["terminal_id"], "mid": cfg["merchant_id"]},
                              hl, log, board.now, board.localtime)
         self.staff = Staff(cfg, board.FLASH + "/staff.lock", log, board.now)
-        self.intake = Intake(self.ob, self.staff, cfg, log, board.now)
         self.printer = None
         if uarts.get("printer") is not None:
             from refund.printer import Printer
 
             self.printer = Printer(uarts["printer"], self.ob, cfg, log, board.now)
+        gc.collect()
+        self.intake = Intake(self.ob, self.staff, cfg, log, board.now, printer=self.printer,
+                             host_up=lambda: self.sender.host_up)
         self.ecr = uarts.get("ecr")
         self.ob.on_change = self._changed
 

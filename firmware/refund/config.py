@@ -15,7 +15,7 @@ DEFAULTS = {
     "tz_min": 0,
     "pending_notice": True,
     "limits": {"max_live": 500, "max_amount": 5000000, "max_pending": 50000000,
-               "low_water": 65536},
+               "low_water": 65536, "stale_s": 72 * 3600, "keep_n": 1000, "keep_s": 30 * 86400},
     "supervisor_above": 100000,
     "staff": [],
     "lockout_tries": 5,
@@ -26,7 +26,8 @@ DEFAULTS = {
 }
 REQUIRED = ("terminal_id", "merchant_id", "mac_key", "host")
 KNOWN = REQUIRED + ("currencies",) + tuple(DEFAULTS)
-LIMITS = ("max_live", "max_amount", "max_pending", "low_water")
+LIMITS = ("max_live", "max_amount", "max_pending", "low_water", "stale_s", "keep_n", "keep_s")
+_ZERO_OK = ("low_water", "keep_n")
 _SECRET_WORDS = ("key", "secret", "pass", "pin", "hash", "salt", "token")
 
 # Bench test staff (boards/unix/bench-config.json): never valid on a real board.
@@ -195,8 +196,9 @@ def validate(c, file_keys=None):
         for k in LIMITS:
             if k not in lim:
                 errs.append("limits.%s: missing" % k)
-            elif not _is_int(lim[k]) or lim[k] < (0 if k == "low_water" else 1):
-                errs.append("limits.%s: must be a positive integer" % k)
+            elif not _is_int(lim[k]) or lim[k] < (0 if k in _ZERO_OK else 1):
+                errs.append("limits.%s: must be a %s integer" % (k, "non-negative" if k in _ZERO_OK
+                                                                  else "positive"))
         for k in sorted(lim):
             if k not in LIMITS:
                 errs.append("limits.%s: unknown key" % k)

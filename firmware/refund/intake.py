@@ -8,6 +8,7 @@
 # so this holds across a power cut between the queued record and the reply.
 # PINs are never logged, stored or echoed.
 import os
+import asyncio
 import hashlib
 from micropython import const
 from refund import record as R
@@ -24,6 +25,16 @@ _LIST_PAGE = const(32)
 _AMOUNT_DIGITS = const(12)
 # states in which an earlier refund makes a new one a possible duplicate
 _DUP_STATES = (R.QUEUED, R.APPROVED, R.PRINTED)
+_STAFF_CMDS = ("REFUND", "CANCEL", "REPRINT", "REPORT")  # staff PINs: resends answered from the cache
+_PRINT_CMDS = ("REPRINT", "REPORT")
+
+
+def _printable(s, n):
+    # Reply values are printable ASCII (docs/ecr-link.md): anything else becomes "?".
+    out = []
+    for ch in str(s)[:n]:
+        out.append(ch if " " <= ch <= "~" else "?")
+    return "".join(out)
 
 
 def _alnum(s):
@@ -53,8 +64,11 @@ class Intake:
     req: field name -> value (strings as decoded from an ECR frame; ints are accepted)
     with "seq" and "cmd". The reply carries "state" (and "rid") or "err" + "text"."""
 
-    def __init__(self, outbox, staff, cfg, log, now, recent_max=None):
+    def __init__(self, outbox, staff, cfg, log, now, recent_max=None, printer=None, host_up=None):
+        """printer: refund.printer.Printer (None: not wired); host_up(): bool, for STATUS."""
         self.ob = outbox
+        self.printer = printer
+        self.host_up = host_up
         self.staff = staff
         self.cfg = cfg
         self.log = log
@@ -163,12 +177,13 @@ class Intake:
         try:
             if not digits(seq):
                 rep = _refuse("bad_request", "seq must be 1 to 9 digits")
-            elif cmd == "REFUND" or cmd == "CANCEL":
+            elif cmd in _STAFF_CMDS:
                 dg = self._digest(req)
                 rep = self._cached(seq, dg)
                 if rep is None:
-                    rep = self._refund(req, seq) if cmd == "REFUND" else self._cancel(req)
-                    if "err" in rep:
+                    rep = self._staff_cmd(cmd, req, seq)
+                    # A refusal, or a print started (a resend must not print twice).
+                    if "err" in rep or cmd in _PRINT_CMDS:
                         self._cache_put(seq, dg, rep)
                 else:
                     self.stats["resends"] += 1
@@ -178,8 +193,11 @@ class Intake:
                 rep = self._query(req)
             elif cmd == "LIST":
                 rep = self._list(req)
+            elif cmd == "STATUS":
+                rep = self._status()
             else:
-                rep = _refuse("unknown_command", "unknown command (REFUND, QUERY, CANCEL, LIST)")
+                rep = _refuse("unknown_command", "unknown command (REFUND, QUERY, CANCEL, "
+                              "LIST, STATUS, REPRINT, REPORT)")
         except Exception as e:
             self.log("intake", "seq %s %s failed: %r" % (seq, cmd, e), level="ERROR")
             rep = _refuse("internal", "terminal error: request not processed")
@@ -188,6 +206,78 @@ class Intake:
         rep["seq"] = seq
         if cmd:
             rep["cmd"] = cmd
+        return rep
+
+    def _staff_cmd(self, cmd, req, seq):
+        if cmd == "REFUND":
+            return self._refund(req, seq)
+        if cmd == "CANCEL":
+            return self._cancel(req)
+        return self._print_cmd(cmd, req)
+
+    # ---- printer and status (staff) --------------------------------------------------
+
+    def _print_cmd(self, cmd, req):
+        rid = _field(req, "rid")
+        if cmd == "REPRINT" and not rid:
+            return _refuse("bad_request", "rid is required")
+        op = _field(req, "op")
+        if not op or not _field(req, "pin"):
+            return _refuse("bad_request", "operator id and PIN are required")
+        try:
+            self.staff.check(op, _field(req, "pin"), OPERATOR)
+        except Refused as r:
+            return _refuse(r.code, r.text)
+        if self.printer is None:
+            return _refuse("no_printer", "no printer is wired to this terminal")
+        if cmd == "REPORT":
+            asyncio.create_task(self._print_job(self.printer.queue_report(), "queue report", op))
+            return {"print": "started", "total": self.ob.live}
+        e = self.ob.get(rid)
+        if e is None:
+            return _refuse("unknown_rid", "no refund %s" % rid[:16])
+        if e["state"] != R.PRINTED:
+            # An approved refund's receipt is still owed: the printer prints it (as an
+            # original, or REPRINT if a try was cut short) without being asked.
+            return _refuse("no_receipt", "refund %s is %s: no receipt to reprint"
+                           % (rid, R.NAMES[e["state"]]))
+        asyncio.create_task(self._print_job(self.printer.reprint(rid), "reprint " + rid, op))
+        rep = self._reply_entry(e["state"], rid, e)
+        rep["print"] = "started"
+        return rep
+
+    async def _print_job(self, job, what, op):
+        self.log("intake", "%s requested by staff %s" % (what, op))
+        try:
+            r = await job
+        except Exception as err:  # noqa: the printer task's own state already says why
+            r = {"ok": False, "error": repr(err)}
+        self.log("intake", "%s: %s" % (what, "printed" if r["ok"] else "failed: %s" % r["error"]),
+                 level="INFO" if r["ok"] else "WARN")
+
+    def _status(self):
+        st = self.ob.stats()
+        rep = {"live": st["live"], "pending": st["pending"], "stale": 0,
+               "host": "unknown" if self.host_up is None else ("up" if self.host_up() else "down")}
+        # Entry numbers grow with time: the live entries are walked oldest first.
+        for rid in self.ob.rids():
+            e = self.ob.get(rid)
+            if e is None:
+                continue
+            if "oldest" not in rep:
+                rep["oldest"] = max(0, self.now() - e["created"])
+            if not e["stale"]:
+                break
+            rep["stale"] += 1
+        if self.printer is None:
+            rep["printer"] = "none"
+        else:
+            p = self.printer.status()
+            rep["printer"] = p["state"]
+            if p["detail"]:
+                rep["pdetail"] = _printable(p["detail"], 64)
+            if p["rid"]:
+                rep["prid"] = p["rid"]
         return rep
 
     def _reply_entry(self, state, rid, e=None):
