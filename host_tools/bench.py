@@ -143,7 +143,7 @@ def main(argv=None):
     t.add_argument("--config", default=os.path.join(vboard.UNIX_BOARD, "bench-config.json"),
                    help="terminal config JSON (default: the TEST-ONLY bench config)")
     t.add_argument("--baud", type=int, default=None)
-    t.add_argument("--heap", default=vboard.DEFAULT_HEAP)
+    t.add_argument("--heap", default=vboard.TERMINAL_HEAP, help="MicroPython heap size (-X heapsize)")
     t.add_argument("--firmware", choices=FIRMWARE, default="mpy",
                    help="default mpy: the source tree compiled with mpy-cross, as deployed")
     t.set_defaults(fn=cmd_board)

@@ -155,6 +155,70 @@ def poison_section(tmp):
     return lines
 
 
+FILL = """
+import board
+from refund.outbox import Outbox
+board.mount_flash(print)
+ob = Outbox("/flash/ob", board.now, print, {"max_live": %d})
+ob.recover()
+for i in range(%d):
+    ob.intake(100 + i, 156, "FILL%%08d" %% i, "01")
+"""
+
+
+def terminal_section(tmp):
+    """The whole application's RAM on the bench heap: code, at boot, draining a full outbox."""
+    import time
+
+    from host_tools.deploy import cached_build
+    from host_tools.shop import Shop
+
+    build = cached_build("unix")
+    env = dict(os.environ, MICROPYPATH=vboard.mp_path(os.path.join(build, "lib"), MP))
+    r = subprocess.run([vboard.micropython(), "-X", "heapsize=2m", os.path.join(MP, "mem_modules.py")],
+                       env=env, capture_output=True, text=True, timeout=120)
+    mods = json.loads(r.stdout.strip().splitlines()[-1])
+    code = sum(mods.values())
+    heap = vboard.TERMINAL_HEAP
+    heap_b = int(heap[:-1]) * 1024
+    lines = ["## Terminal application: RAM on the bench heap (issue 6)", "",
+             "`refund-bench terminal` (`-X heapsize=%s`, the firmware as mpy-cross output), printer "
+             "emulator at 115200 baud, host simulator without latency. Heap free is read from the "
+             "READY line (after `gc.collect()`) and from STATUS while a full outbox drains "
+             "(`gc.mem_free()`, uncollected: a floor)." % heap, "",
+             "Module bytecode and module-level buffers after import: %d B (%.0f%% of the heap; "
+             "largest: %s). A board loading .mpy files pays the same share; freezing the package "
+             "into the firmware moves it to flash." % (
+                 code, 100.0 * code / heap_b,
+                 ", ".join("%s %d" % kv for kv in sorted(mods.items(), key=lambda kv: -kv[1])[:4])), "",
+             "| live at boot | boots | heap free at READY | lowest heap free while draining | drain s |",
+             "|---:|---|---:|---:|---:|"]
+    for n in (0, 500):
+        d = os.path.join(tmp, "term-%d" % n)
+        os.makedirs(d)
+        img = os.path.join(d, "terminal.img")
+        if n:
+            e = dict(vboard.board_env(img), MICROPYPATH=vboard.mp_path(vboard.FIRMWARE))
+            subprocess.run([vboard.micropython(), "-X", "heapsize=1m", "-c", FILL % (n, n)], env=e,
+                           check=True, capture_output=True, timeout=120)
+        s = Shop(d)
+        try:
+            ready = s.status.get("heap_free", 0)
+            low, t0, st = ready, time.time(), {}
+            while time.time() - t0 < 120:
+                st = s.ctl("status")
+                low = min(low, st.get("heap", low))
+                if st.get("pending", 1) == 0:
+                    break
+                time.sleep(0.5)
+            lines.append("| %d | %s | %d | %d | %.1f |" % (n, "yes" if s.status.get("terminal") else "NO",
+                                                            ready, low, time.time() - t0))
+        finally:
+            s.close()
+    lines.append("")
+    return lines
+
+
 def main():
     tmp = tempfile.mkdtemp(prefix="refund-bench-")
     try:
@@ -163,6 +227,7 @@ def main():
         sections += lines + [""]
         sections += drain_section(tmp)
         sections += poison_section(tmp)
+        sections += terminal_section(tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     head = ["# Benchmarks", "",

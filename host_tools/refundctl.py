@@ -26,7 +26,7 @@ STX, ETX, FS = 0x02, 0x03, 0x1C
 MAX_PAYLOAD = 1024
 _OVER = 8
 _INTS = ("seq", "amount", "currency", "total", "next", "created", "resend", "stale", "live",
-         "pending", "oldest")
+         "pending", "oldest", "heap")
 
 EXIT_OK, EXIT_REFUSED, EXIT_NO_REPLY = 0, 1, 3
 

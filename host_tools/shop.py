@@ -19,7 +19,7 @@ CTL = os.path.join(os.path.dirname(sys.executable), "refundctl")
 
 
 class Shop:
-    def __init__(self, workdir, faults=None, config=None, sales=None, seed=1, printer_kw=None):
+    def __init__(self, workdir, faults=None, config=None, sales=None, seed=1, printer_kw=None, heap=None):
         self.dir = str(workdir)
         os.makedirs(self.dir, exist_ok=True)
         self.sim = HostSim(bytes.fromhex(KEY), seed=seed, faults=faults or Faults(),
@@ -30,6 +30,7 @@ class Shop:
         self.printer.start(tty_path=self.nm.b, baud=115200)
         self.flash = os.path.join(self.dir, "terminal.img")
         self.config = config
+        self.heap = heap
         self.board = None
         self.seq = int(time.time()) % 100000 * 10
         self.boot()
@@ -38,6 +39,8 @@ class Shop:
         args = ["--host", "127.0.0.1:%d" % self.sim.port, "--printer", self.nm.a]
         if self.config:
             args += ["--config", self.config]
+        if self.heap:
+            args += ["--heap", self.heap]
         self.board = Board(self.flash, args=args, cmd="terminal")
         self.status = self.board.ready(timeout=30)
         return self.status

@@ -12,6 +12,11 @@ from host_tools import REPO
 UNIX_BOARD = os.path.join(REPO, "boards", "unix")
 FIRMWARE = os.path.join(REPO, "firmware")
 DEFAULT_HEAP = "256k"  # ~ an ESP32's MicroPython heap, doubled for 64-bit objects
+# The whole terminal application: an RP2040-class board's ~190 KB heap, doubled for
+# 64-bit objects. Like a board loading .mpy files from flash, this port keeps the
+# firmware's bytecode in the heap (~150 KB of it here, docs/benchmarks.md); a board
+# with less RAM (ESP32 without PSRAM) needs the package frozen into its firmware.
+TERMINAL_HEAP = "384k"
 
 
 def micropython():

@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from host_tools import vboard
 from host_tools.shop import BENCH_CFG, CTL, Shop
 
 
@@ -183,5 +184,52 @@ def test_stale_refund_is_flagged_and_keeps_retrying(tmp_path):
         assert q["state"] == "queued" and q.get("stale") == 1, q
         st = s.ctl("status", check=True)
         assert st["stale"] == 1 and st["oldest"] >= 2 and st["host"] == "down", st
+    finally:
+        s.close()
+
+
+FILL = """
+import board
+from refund.outbox import Outbox
+board.mount_flash(print)
+ob = Outbox("/flash/ob", board.now, print, {"max_live": %d})
+ob.recover()
+for i in range(%d):
+    ob.intake(100 + i, 156, "FILL%%08d" %% i, "01")
+print("FILLED", ob.stats()["live"])
+"""
+
+
+def test_a_full_outbox_boots_drains_and_answers_on_the_bench_heap(tmp_path):
+    # The outage case: max_live refunds waiting when the terminal boots. It must start
+    # on the board-sized heap, send them all, and keep answering the ECR meanwhile.
+    n = 500
+    img = str(tmp_path / "terminal.img")
+    env = dict(vboard.board_env(img), MICROPYPATH=vboard.mp_path(vboard.FIRMWARE))
+    r = subprocess.run([vboard.micropython(), "-X", "heapsize=1m", "-c", FILL % (n, n)], env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert "FILLED %d" % n in r.stdout, r.stdout + r.stderr
+    s = Shop(tmp_path)
+    try:
+        assert s.status["terminal"] and s.status["outbox"]["live"] == n, s.status
+        full = s.refund(100, orrn="ORIGFULL0001")
+        assert full["_rc"] != 0 and full["reason"] == "outbox_full", full
+        end = time.time() + 90
+        st = {}
+        while time.time() < end:
+            st = s.ctl("status", check=True)
+            if st["pending"] == 0:
+                break
+            time.sleep(1)
+        assert st["pending"] == 0, st  # every refund has its host answer
+        assert st["heap"] > 16384, st
+        listed = s.ctl("list", check=True)
+        # (printing goes on meanwhile: fewer may be live by now)
+        assert listed["total"] <= st["live"] and len(listed["refunds"]) == listed["total"] > 0
+        assert {e["state"] for e in listed["refunds"]} <= {"approved", "printed"}
+        assert len([l for l in s.sim.ledger if l["type"] == "refund"]) == n
+        s.board.console.timeout = 0.2
+        s.board.out += s.board.console.read(1 << 20)
+        assert b"MemoryError" not in s.board.out, s.board.out.decode(errors="replace")[-3000:]
     finally:
         s.close()

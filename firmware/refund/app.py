@@ -3,6 +3,7 @@
 # housekeeping. A task that raises is logged and restarted; bad input never ends it.
 import asyncio
 import gc
+import sys
 import json
 import binascii
 from micropython import const
@@ -153,6 +154,7 @@ async def _main(board, reason, info, uarts):
             term = Terminal(board, cfg, uarts)
         except Exception as e:  # noqa: a broken part must not take the console with it
             log("app", "terminal failed to start: %r" % (e,), level="ERROR")
+            sys.print_exception(e)  # where, for the technician on the console
     if term is not None:
         for name, factory in term.tasks():
             names.append(name)

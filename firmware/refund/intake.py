@@ -8,6 +8,7 @@
 # so this holds across a power cut between the queued record and the reply.
 # PINs are never logged, stored or echoed.
 import os
+import gc
 import asyncio
 import hashlib
 from micropython import const
@@ -118,6 +119,19 @@ class Intake:
                     yield R.parse_entry(p)
             except (R.Corrupt, OSError, ValueError, IndexError):
                 pass
+
+    def _heap_ok(self):
+        # What is already accepted needs RAM to reach the host and the printer: a new
+        # refund is refused while less than heap_headroom would be left after it.
+        need = self.cfg.get("heap_headroom", 0)
+        if gc.mem_free() >= need:
+            return True
+        gc.collect()
+        if gc.mem_free() >= need:
+            return True
+        self.log("intake", "heap free %d below headroom %d: refund refused" % (gc.mem_free(), need),
+                 level="WARN")
+        return False
 
     def _candidates(self, amount, orrn, ecr=0):
         """Entries accepted within the window with this amount and original RRN (and
@@ -257,13 +271,10 @@ class Intake:
 
     def _status(self):
         st = self.ob.stats()
-        rep = {"live": st["live"], "pending": st["pending"], "stale": 0,
+        rep = {"live": st["live"], "pending": st["pending"], "stale": 0, "heap": gc.mem_free(),
                "host": "unknown" if self.host_up is None else ("up" if self.host_up() else "down")}
         # Entry numbers grow with time: the live entries are walked oldest first.
-        for rid in self.ob.rids():
-            e = self.ob.get(rid)
-            if e is None:
-                continue
+        for e in self.ob.entries():
             if "oldest" not in rep:
                 rep["oldest"] = max(0, self.now() - e["created"])
             if not e["stale"]:
@@ -319,6 +330,9 @@ class Intake:
                 rep["resend"] = 1
                 return rep
 
+        if not self._heap_ok():
+            return _refuse("memory", "terminal memory low: new refunds refused, queued ones "
+                           "keep going")
         if self.refuse_all:
             return _refuse("test_credentials", "test staff credentials are configured on a "
                            "real terminal: refunds are refused until they are replaced")
@@ -414,13 +428,14 @@ class Intake:
         if f and not digits(f, 1, 6):
             return _refuse("bad_request", "from must be a number")
         start = int(f) if f else 0
-        rids = self.ob.rids()
+        ix = self.ob.ix
         items = []
-        i = start
-        while i < len(rids) and len(items) < _LIST_PAGE:
-            items.append("%s:%s" % (rids[i], R.NAMES[self.ob.state(rids[i])]))
-            i += 1
-        rep = {"total": len(rids), "items": ",".join(items)}
-        if i < len(rids):
-            rep["next"] = i
+        total = 0
+        for seq in self.ob.seqs(None):  # one page of strings, never a list of every rid
+            if start <= total < start + _LIST_PAGE:
+                items.append("%s:%s" % (self.ob.rid(seq), R.NAMES[ix.state[ix.find(seq)]]))
+            total += 1
+        rep = {"total": total, "items": ",".join(items)}
+        if start + len(items) < total:
+            rep["next"] = start + len(items)
         return rep

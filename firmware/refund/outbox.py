@@ -336,21 +336,29 @@ class Outbox:
         return out
 
     def seqs(self, state, after=0):
-        """Live entry numbers in `state` above `after`, oldest first, without allocating
-        rid strings."""
+        """Live entry numbers in `state` (None: any live state) above `after`, oldest
+        first, without allocating rid strings or a list."""
         ix = self.ix
         i = ix.find(after + 1) if after else 0
         while i < ix.n:  # re-read n: the index may change while the caller awaits
-            if ix.state[i] == state:
-                yield ix.seq[i]
+            s = ix.state[i]
+            if s == state or (state is None and s):
+                seq = ix.seq[i]
+                yield seq
+                if i >= ix.n or ix.seq[i] != seq:
+                    i = ix.find(seq)  # compaction moved the slots: find our place again
+                    if i < ix.n and ix.seq[i] == seq:
+                        i += 1
+                    continue
             i += 1
 
     def rid(self, seq):
         return R.rid_of(self.gen, seq)
 
     def entries(self, state=None):
-        for rid in self.rids(state):
-            e = self.get(rid)
+        """Live entries as dicts, one at a time (a list of them would not fit a board)."""
+        for seq in self.seqs(state):
+            e = self.get(R.rid_of(self.gen, seq))
             if e:
                 yield e
 
@@ -359,11 +367,27 @@ class Outbox:
         i = self._idx(seq) if seq is not None else -1
         return self.ix.state[i] if i >= 0 else None
 
-    def print_queue(self):
-        """Approved entries owed a receipt, in approval order."""
-        es = list(self.entries(R.APPROVED))
-        es.sort(key=lambda e: e["aver"])
-        return es
+    def next_print(self, skip=()):
+        """The approved entry owed a receipt first (approval order), rids in skip
+        passed over; None when there is none. O(1) RAM whatever the queue length: an
+        approved entry's latest record is its approval (index ver == aver) unless its
+        printing has begun; only those few are read from flash."""
+        ix = self.ix
+        best = -1
+        key = 0
+        for i in range(ix.n):
+            if ix.state[i] != R.APPROVED:
+                continue
+            if ix.flags[i] & R.F_PRINTING:
+                e = self._load(i)
+                k = e["aver"] if e else ix.ver[i]
+            else:
+                k = ix.ver[i]
+            if (best < 0 or k < key) and R.rid_of(self.gen, ix.seq[i]) not in skip:
+                best, key = i, k
+        if best < 0:
+            return None
+        return self.get(R.rid_of(self.gen, ix.seq[best]))
 
     # ---- writing ------------------------------------------------------------------
 

@@ -256,9 +256,9 @@ class Printer:
         return await self._print_entry(kind, e)
 
     def _next_job(self):
-        for e in self.ob.print_queue():
-            if e["rid"] not in self._skip and e["rid"] not in self._unsaved:
-                return _REFUND, e
+        e = self.ob.next_print(self._skip + self._unsaved)  # both short (<= _MAX_SKIP)
+        if e is not None:
+            return _REFUND, e
         for seq in self.ob.seqs(R.DECLINED):
             rid = self.ob.rid(seq)
             if rid in self._skip or rid in self._unsaved:
