@@ -155,22 +155,12 @@ def poison_section(tmp):
     return lines
 
 
-FILL = """
-import board
-from refund.outbox import Outbox
-board.mount_flash(print)
-ob = Outbox("/flash/ob", board.now, print, {"max_live": %d})
-ob.recover()
-for i in range(%d):
-    ob.intake(100 + i, 156, "FILL%%08d" %% i, "01")
-"""
-
-
 def terminal_section(tmp):
     """The whole application's RAM on the bench heap: code, at boot, draining a full outbox."""
     import time
 
     from host_tools.deploy import cached_build
+    from host_tools.fwrun import fill_outbox
     from host_tools.shop import Shop
 
     build = cached_build("unix")
@@ -198,9 +188,7 @@ def terminal_section(tmp):
         os.makedirs(d)
         img = os.path.join(d, "terminal.img")
         if n:
-            e = dict(vboard.board_env(img), MICROPYPATH=vboard.mp_path(vboard.FIRMWARE))
-            subprocess.run([vboard.micropython(), "-X", "heapsize=1m", "-c", FILL % (n, n)], env=e,
-                           check=True, capture_output=True, timeout=120)
+            fill_outbox(img, n)
         s = Shop(d)
         try:
             ready = s.status.get("heap_free", 0)

@@ -58,3 +58,25 @@ def check_exactly_once(res, sim):
             assert net.get(rid, 0) == 0, (rid, state, net.get(rid))
     for rid in net:
         assert rid in res["entries"], rid
+
+
+_FILL = """
+import board
+from refund.outbox import Outbox
+board.mount_flash(print)
+ob = Outbox("/flash/ob", board.now, print, {"max_live": %d})
+ob.recover()
+for i in range(%d):
+    ob.intake(100 + i, 156, "FILL%%08d" %% i, "01")
+print("FILLED", ob.stats()["live"])
+"""
+
+
+def fill_outbox(img, n):
+    """Queue n refunds (amounts 100.., original RRNs FILL00000000..) on a flash image, as
+    an outage would leave them; the terminal then boots on it."""
+    env = dict(vboard.board_env(img), MICROPYPATH=vboard.mp_path(vboard.FIRMWARE))
+    r = subprocess.run([vboard.micropython(), "-X", "heapsize=1m", "-c", _FILL % (max(n, 1), n)],
+                       env=env, capture_output=True, text=True, timeout=120)
+    if "FILLED %d" % n not in r.stdout:
+        raise RuntimeError("filling the outbox failed:\n" + r.stdout[-2000:] + r.stderr[-2000:])

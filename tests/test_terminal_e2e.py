@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from host_tools import vboard
+from host_tools.fwrun import fill_outbox
 from host_tools.shop import BENCH_CFG, CTL, Shop
 
 
@@ -188,27 +188,11 @@ def test_stale_refund_is_flagged_and_keeps_retrying(tmp_path):
         s.close()
 
 
-FILL = """
-import board
-from refund.outbox import Outbox
-board.mount_flash(print)
-ob = Outbox("/flash/ob", board.now, print, {"max_live": %d})
-ob.recover()
-for i in range(%d):
-    ob.intake(100 + i, 156, "FILL%%08d" %% i, "01")
-print("FILLED", ob.stats()["live"])
-"""
-
-
 def test_a_full_outbox_boots_drains_and_answers_on_the_bench_heap(tmp_path):
     # The outage case: max_live refunds waiting when the terminal boots. It must start
     # on the board-sized heap, send them all, and keep answering the ECR meanwhile.
     n = 500
-    img = str(tmp_path / "terminal.img")
-    env = dict(vboard.board_env(img), MICROPYPATH=vboard.mp_path(vboard.FIRMWARE))
-    r = subprocess.run([vboard.micropython(), "-X", "heapsize=1m", "-c", FILL % (n, n)], env=env,
-                       capture_output=True, text=True, timeout=120)
-    assert "FILLED %d" % n in r.stdout, r.stdout + r.stderr
+    fill_outbox(str(tmp_path / "terminal.img"), n)
     s = Shop(tmp_path)
     try:
         assert s.status["terminal"] and s.status["outbox"]["live"] == n, s.status
