@@ -100,6 +100,15 @@ def main():
     return 0
 
 
+def _kind(text):
+    for mark, what in (("PENDING", "pending notice"), ("DECLINE", "decline slip"),
+                       ("QUEUE", "queue report"), ("REPRINT", "REPRINT"),
+                       ("CARDHOLDER COPY", "cardholder copy"), ("MERCHANT COPY", "merchant copy")):
+        if mark in text:
+            return what
+    return "receipt"
+
+
 def summary(shop, rids, work):
     print("\n== refunds")
     states = {}
@@ -108,10 +117,16 @@ def summary(shop, rids, work):
         states[rids[k]] = q
         print("  %s %-12s %-10s amount %s" % (k, rids[k], q.get("state"), q.get("amount", "?")))
     print("\n== receipts")
+    names = {v: k for k, v in rids.items()}
     for doc in shop.printer.receipts:
         f = doc["files"]
-        print("  %s%s  %s" % (f["png"] or f["txt"], "" if doc.get("cut_clean") else "  (not cut cleanly)",
-                             "" if f["png"] else "(no CJK font: text only)"))
+        with open(f["txt"], encoding="utf-8") as fh:
+            text = fh.read()
+        what = _kind(text)
+        rid = next((r for r in names if r in text), None)
+        print("  %s  %-28s%s%s" % (f["png"] or f["txt"], what + (" %s %s" % (names[rid], rid) if rid else ""),
+                                   "" if doc.get("cut_clean") else "  (paper ran out: not cut cleanly)",
+                                   "" if f["png"] else "  (no CJK font: text only)"))
     print("\n== reconciliation: host ledger vs terminal")
     net = {}
     for line in shop.sim.ledger:

@@ -217,3 +217,31 @@ def test_a_full_outbox_boots_drains_and_answers_on_the_bench_heap(tmp_path):
         assert b"MemoryError" not in s.board.out, s.board.out.decode(errors="replace")[-3000:]
     finally:
         s.close()
+
+
+def test_pending_notice_while_the_host_is_down_once_then_the_real_receipt(shop):
+    from host_tools.fwrun import KEY
+    from host_tools.hostsim import HostSim
+
+    port, ledger = shop.sim.port, shop.sim.ledger_path
+    shop.sim.stop()
+    r = shop.refund(2500, orrn="ORIGPEND0001", check=True)
+    end = time.time() + 30
+    while time.time() < end and not shop.receipts_for(r["rid"]):
+        time.sleep(0.3)
+    got = shop.receipts_for(r["rid"])
+    assert len(got) == 1, len(got)
+    text = got[0][1]
+    assert "NOT A REFUND RECEIPT" in text and "APPROVED" not in text, text
+    assert shop.query(r["rid"])["state"] == "queued"
+    # A reboot does not print the notice again (it is recorded on flash).
+    shop.power_cut()
+    shop.boot()
+    time.sleep(3)
+    assert len(shop.receipts_for(r["rid"])) == 1
+    shop.sim = HostSim(bytes.fromhex(KEY), port=port, seed=2, ledger_path=ledger)
+    shop.sim.start()
+    shop.wait_state(r["rid"], ("printed",), timeout=60)
+    texts = [t for _d, t in shop.receipts_for(r["rid"])]
+    assert len(texts) == 3  # the notice, then both copies of the receipt
+    assert all("REPRINT" not in t and "APPROVED" in t for t in texts[1:])  # originals

@@ -98,6 +98,7 @@ class Terminal:
             from refund.printer import Printer
 
             self.printer = Printer(uarts["printer"], self.ob, cfg, log, board.now)
+            self.printer.host_up = lambda: self.sender.host_up
         gc.collect()
         self.intake = Intake(self.ob, self.staff, cfg, log, board.now, printer=self.printer,
                              host_up=lambda: self.sender.host_up)

@@ -545,6 +545,10 @@ class Outbox:
             return self._change(rid, R.DECLINED, R.F_SLIP)
         return self._change(rid, R.PRINTED, 0, R.APPROVED)
 
+    def notice_printed(self, rid):
+        """A pending notice is on paper for this queued refund (never printed twice)."""
+        return self._change(rid, R.QUEUED, R.F_NOTICE, R.QUEUED)
+
     def cancel(self, rid):
         """Staff cancel: cancelled if never sent, cancelling (reversal owed) otherwise."""
         seq = self.seq_of(rid)

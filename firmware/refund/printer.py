@@ -84,6 +84,12 @@ DEFAULTS = {
 
 _REFUND = const(1)
 _SLIP = const(2)
+_NOTICE = const(3)
+# Pending notice (cfg pending_notice): for a refund still queued while the host is down
+# or after _NOTICE_WAIT_S, accepted within _NOTICE_RECENT_S (the customer may still be at
+# the counter; an outage backlog after a reboot gets none). Printed once (F_NOTICE).
+_NOTICE_WAIT_S = const(20)
+_NOTICE_RECENT_S = const(300)
 
 
 class Printer:
@@ -140,13 +146,15 @@ class Printer:
         self._why = None  # detail of the last _check() that was not READY
         self._skip = []  # rids that cannot be composed (logged): never block the queue
         self._unsaved = []  # confirmed on paper but outbox.printed() failed: retry that
+        self._noticed = []  # pending notices printed but not recorded (F_NOTICE failed)
+        self.host_up = None  # set by the app: () -> bool, the sender's view of the host
         # visible state
         self.state = ABSENT
         self.detail = "not checked yet"
         self.rid = None
         self.near_end = False
         self.last_status = None
-        self.counts = {"printed": 0, "reprints": 0, "slips": 0, "reports": 0, "garbage": 0,
+        self.counts = {"printed": 0, "reprints": 0, "slips": 0, "reports": 0, "notices": 0, "garbage": 0,
                        "untrusted_status": 0, "aborted": 0, "absent": 0, "failed": 0,
                        "bytes": 0, "xoff_count": 0}
 
@@ -266,6 +274,30 @@ class Printer:
             e = self.ob.get(rid)
             if e is not None and e["state"] == R.DECLINED and not e["flags"] & R.F_SLIP:
                 return _SLIP, e
+        if self.cfg.get("pending_notice"):
+            e = self._next_notice()
+            if e is not None:
+                return _NOTICE, e
+        return None
+
+    def _next_notice(self):
+        # Newest first, from the index: only entries without the flag are read, and the
+        # walk stops at the first one accepted too long ago.
+        ob = self.ob
+        ix = ob.ix
+        now = self.now()
+        down = self.host_up is not None and not self.host_up()
+        i = ix.n - 1
+        while i >= 0:
+            if ix.state[i] == R.QUEUED and not ix.flags[i] & R.F_NOTICE:
+                rid = ob.rid(ix.seq[i])
+                e = ob.get(rid)
+                if e is None or now - e["created"] > _NOTICE_RECENT_S:
+                    return None
+                if rid not in self._skip and rid not in self._noticed and \
+                        (down or now - e["created"] >= _NOTICE_WAIT_S):
+                    return e
+            i -= 1
         return None
 
     async def _print_entry(self, kind, e):
@@ -275,8 +307,10 @@ class Printer:
         try:
             if kind == _REFUND:
                 gen = receipt.refund(r, self.cfg, again)
-            else:
+            elif kind == _SLIP:
                 gen = receipt.decline(r, self.cfg)
+            else:
+                gen = receipt.pending(r, self.cfg)
             first = next(gen)  # the composer validates before its first chunk
         except Exception as ex:
             self._stuck(rid, "cannot compose: %r" % (ex,))
@@ -285,6 +319,20 @@ class Printer:
         if st != READY:
             self._set(st, self._why)
             return False
+        if kind == _NOTICE:
+            # Not a receipt: no PRINTING mark; a notice cut short is simply not recorded.
+            self.log("printer", "%s: printing pending notice" % rid)
+            if not await self._job(gen, rid, first, False):
+                return False
+            self.counts["notices"] += 1
+            try:
+                self.ob.notice_printed(rid)
+            except Exception as ex:  # answered or cancelled meanwhile, or flash trouble
+                self.log("printer", "%s: notice not recorded: %r" % (rid, ex), level="WARN")
+                if len(self._noticed) >= _MAX_SKIP:
+                    self._noticed.pop(0)
+                self._noticed.append(rid)  # not again this boot
+            return True
         if not again:
             try:
                 self.ob.print_begun(rid)  # durable before the first receipt byte

@@ -20,6 +20,7 @@ F_SENT = const(1)  # a 0200 may have reached the host: resends are 0201, cancel 
 F_PRINTING = const(2)  # a receipt (or slip) byte may be on paper: the next print is a REPRINT
 F_SLIP = const(4)  # decline slip printed: a declined entry is then complete
 F_REV_SENT = const(8)  # a 0420 may have reached the host: resends are 0421
+F_NOTICE = const(16)  # a pending notice was printed for this queued refund: not again
 
 # Allowed transitions: a state never goes backwards; approved cannot be cancelled.
 _NEXT = {
