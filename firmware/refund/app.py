@@ -9,11 +9,13 @@ import binascii
 from micropython import const
 from refund import VERSION
 from refund.log import log
+from refund import log as _log
 from refund import console
 
 _WDT_MS = const(8000)
 _FEED_MS = const(1000)
-_HOUSEKEEP_MS = const(60000)
+_HOUSEKEEP_MS = const(60000)  # compaction check and a status line
+_LOG_FLUSH_MS = const(5000)  # file log: at most this much is lost to a power cut
 
 
 async def _feed(wdt):
@@ -42,6 +44,7 @@ def boot(board):
     log("flash", "mounted %s %s: %d blocks of %d B, %d B free%s" % (
         info["mount"], info["fs"], info["blocks"], info["block_size"], info["free"],
         ", FORMATTED" if info["formatted"] else ""))
+    _log.attach(board.FLASH + "/log", board.now)
     uarts = {}
     for role in ("printer", "ecr"):
         u = board.uart(role)
@@ -121,8 +124,14 @@ class Terminal:
         return out
 
     async def _housekeeping(self):
+        n = 0
         while True:
-            await asyncio.sleep_ms(_HOUSEKEEP_MS)
+            await asyncio.sleep_ms(_LOG_FLUSH_MS)
+            _log.flush()
+            n += 1
+            if n < _HOUSEKEEP_MS // _LOG_FLUSH_MS:
+                continue
+            n = 0
             try:
                 self.ob.maybe_compact()
             except OSError as e:
@@ -180,6 +189,7 @@ async def _main(board, reason, info, uarts):
         t.cancel()
     board.wdt_service_mode(wdt)
     log("app", "stopped by Ctrl-C on the console; REPL follows")
+    _log.flush()
 
 
 class app:
