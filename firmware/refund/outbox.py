@@ -383,7 +383,7 @@ class Outbox:
                 k = e["aver"] if e else ix.ver[i]
             else:
                 k = ix.ver[i]
-            if (best < 0 or k < key) and R.rid_of(self.gen, ix.seq[i]) not in skip:
+            if (best < 0 or k < key) and (not skip or R.rid_of(self.gen, ix.seq[i]) not in skip):
                 best, key = i, k
         if best < 0:
             return None
