@@ -174,8 +174,8 @@ def terminal_section(tmp):
     lines = ["## Terminal application: RAM on the bench heap (issue 6)", "",
              "`refund-bench terminal` (`-X heapsize=%s`, the firmware as mpy-cross output), printer "
              "emulator at 115200 baud, host simulator without latency. Heap free is read from the "
-             "READY line (after `gc.collect()`) and from STATUS while a full outbox drains "
-             "(`gc.mem_free()`, uncollected: a floor)." % heap, "",
+             "READY line and from STATUS (both after `gc.collect()`), polled every 0.5 s while a "
+             "full outbox drains." % heap, "",
              "Module bytecode and module-level buffers after import: %d B (%.0f%% of the heap; "
              "largest: %s). A board loading .mpy files pays the same share; freezing the package "
              "into the firmware moves it to flash." % (

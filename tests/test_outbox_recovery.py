@@ -92,15 +92,19 @@ def test_corrupt_journal_record_keeps_the_previous_version(mp, tmp_path):
     corrupt = r"""
 import os
 from refund import record as R
-names = sorted(os.listdir("/flash/ob/j"))
+paths = {}
+for d in os.listdir("/flash/ob/j"):  # j/<version >> 4>/<version>
+    for n in os.listdir("/flash/ob/j/" + d):
+        paths[n] = "/flash/ob/j/%s/%s" % (d, n)
+names = sorted(paths)
 target = None
 for n in names:
-    with open("/flash/ob/j/" + n, "rb") as f:
+    with open(paths[n], "rb") as f:
         b = bytearray(f.read())
     if b[1] == R.T_ENTRY and b"ORIG00000013" in b and R.entry_head(memoryview(b)[2:-4])[3] == 1:
         target = n
         b[b.index(b"ORIG00000013") + 5] ^= 1
-        with open("/flash/ob/j/" + n, "wb") as f:
+        with open(paths[n], "wb") as f:
             f.write(b)
 print("CORRUPTED", target, names[-1])
 """
@@ -155,11 +159,12 @@ def test_flash_full_refuses_and_never_corrupts(mp, tmp_path):
 import board
 from refund.outbox import Outbox, Refused
 board.mount_flash(print)
-# Fill most of the flash with a ballast file, then push intake past the end.
+# Fill most of the flash with a ballast file, then push intake past the end (room is
+# left for the outbox's directories: each littlefs directory is a 2-block metadata pair).
 with open("/flash/ballast", "wb") as f:
     b = bytes(4096)
     try:
-        for i in range(40):
+        for i in range(34):
             f.write(b)
     except OSError:
         pass

@@ -271,6 +271,7 @@ class Intake:
 
     def _status(self):
         st = self.ob.stats()
+        gc.collect()  # "heap" is what is really free, not what garbage happens to leave
         rep = {"live": st["live"], "pending": st["pending"], "stale": 0, "heap": gc.mem_free(),
                "host": "unknown" if self.host_up is None else ("up" if self.host_up() else "down")}
         # Entry numbers grow with time: the live entries are walked oldest first.

@@ -2,9 +2,10 @@
 #
 # On flash (root, e.g. /flash/ob; full layout in docs/outbox-format.md):
 #   snap      snapshot: head frame, then one entry frame per live entry (atomic rename)
-#   j/NNNNNNNN journal: one frame per file, named by its version number. A file of
-#             <= 128 B lives inline in littlefs metadata, so appending a record costs
-#             one metadata commit (~0.4 KB) instead of rewriting a 4 KB data block.
+#   j/GGGGGGG/NNNNNNNN journal: one frame per file, named by its version number N, in
+#             subdirectory G = N >> 4 (16 a directory). A file of <= 128 B lives inline
+#             in littlefs metadata, so appending a record costs one metadata commit
+#             (~0.4 KB) instead of rewriting a 4 KB data block.
 #   hist      completed entries (append at compaction, trimmed to the retention window)
 #
 # RAM holds only an index of live entries (seq, state, flags, amount, version, where
@@ -17,6 +18,9 @@ from refund.index import Index
 
 _LEASE_N = const(32)  # rid / STAN numbers reserved per lease record
 _STAN_MOD = const(999999)
+_JFAN = const(4)  # 2**4 journal files per subdirectory: littlefs walks a directory
+# linearly, so one flat directory of ~250 inline records cost ~5x the reads per change
+_S_IFDIR = const(0x4000)
 _IN_J = const(-1)  # loc >= 0: offset in snap; _IN_J: latest record is journal file <ver>
 
 DEFAULTS = {
@@ -66,6 +70,7 @@ class Outbox:
     def __init__(self, root, clock, log, cfg=None):
         self.root = root
         self.jdir = root + "/j"
+        self._jmade = -1  # journal subdirectory known to exist
         self.clock = clock
         self.log = log
         c = dict(DEFAULTS)
@@ -148,6 +153,7 @@ class Outbox:
                 else:
                     self._damage("journal record %d: %s" % (v, e))
         self.ver = ver
+        self._rmdirs()
         # A crash may skip numbers, never reuse one: start after every lease.
         self.seq_limit = self.next_seq = seq_limit
         self.stan_limit = self.next_stan = stan_limit
@@ -173,17 +179,33 @@ class Outbox:
         return "".join(chr(_ALNUM[b % 36]) for b in os.urandom(4))
 
     def _jpath(self, v):
-        return "%s/%08d" % (self.jdir, v)
+        return "%s/%07d/%08d" % (self.jdir, v >> _JFAN, v)
 
     def _jfiles(self):
         vs = []
-        for t in os.ilistdir(self.jdir):
-            try:
-                vs.append(int(t[0]))
-            except ValueError:
-                _remove(self.jdir + "/" + t[0])  # not ours (e.g. an interrupted temp)
+        for d in os.ilistdir(self.jdir):
+            sub = self.jdir + "/" + d[0]
+            if d[1] != _S_IFDIR:
+                _remove(sub)  # not ours (e.g. an interrupted temp)
+                continue
+            for t in os.ilistdir(sub):
+                try:
+                    vs.append(int(t[0]))
+                except ValueError:
+                    _remove(sub + "/" + t[0])
         vs.sort()
         return vs
+
+    def _rmdirs(self):
+        # Journal subdirectories emptied by compaction (or left empty by a power cut
+        # between mkdir and the record) go; a non-empty one refuses rmdir.
+        for d in list(os.ilistdir(self.jdir)):
+            if d[1] == _S_IFDIR:
+                try:
+                    os.rmdir(self.jdir + "/" + d[0])
+                except OSError:
+                    pass
+        self._jmade = -1
 
     def _read_j(self, v):
         with open(self._jpath(v), "rb") as f:
@@ -396,11 +418,18 @@ class Outbox:
         v = self.ver + 1
         p = self._jpath(v)
         try:
+            if v >> _JFAN != self._jmade:
+                try:
+                    os.mkdir(p[: p.rindex("/")])
+                except OSError:
+                    pass  # exists (a full flash makes the open below fail instead)
             with open(p, "wb") as f:
                 f.write(frame)
         except OSError:
+            self._jmade = -1
             _remove(p)  # never leave a half-made record behind (e.g. flash full)
             raise
+        self._jmade = v >> _JFAN
         self.ver = v
         return v
 
@@ -614,6 +643,7 @@ class Outbox:
         for v in self._jfiles():
             if v <= h["base"]:
                 _remove(self._jpath(v))
+        self._rmdirs()
         self.ix.squeeze(locs)  # completed tombstones leave RAM
 
     def _write_snap(self, h):
