@@ -234,3 +234,33 @@ print("RID", rids[0], ob.stats()["journal"])
     assert "OLD None" in out  # beyond the retention window: compacted away
     rid = re.search(r"RID (\S+) 0", out).group(1)
     assert re.fullmatch(r"[A-Z0-9]{4}-\d{6}", rid)
+
+
+def test_history_trim_runs_in_bounded_ram_at_the_default_retention(mp, tmp_path):
+    # keep_n = 1000 (default): the trim after ~1250 completed refunds used to load every
+    # history entry as a dict and ran out of heap, after which every write failed.
+    img = str(tmp_path / "f.img")
+    out = run(mp, img, r"""
+import gc, board
+from refund.outbox import Outbox
+board.mount_flash(print)
+ob = Outbox("/flash/ob", board.now, print, {"max_live": 2000})
+ob.recover()
+rids = []
+low = None
+for i in range(1400):
+    e = ob.intake(100, 156, "ORIG%08d" % i)
+    r = e["rid"]
+    rids.append(r) if i % 100 == 99 else None
+    e = ob.mark_sent(r, e); e = ob.approve(r, "RRN%09d" % i, "AUTH01", e)
+    ob.print_begun(r); ob.printed(r)
+    if i % 50 == 0:
+        gc.collect()
+        low = gc.mem_free() if low is None else min(low, gc.mem_free())
+print("HIST", ob.head["hist_count"], "LOW", low)
+print("LAST", ob.get(rids[-1])["state_name"])
+""")
+    m = re.search(r"HIST (\d+) LOW (\d+)", out)
+    assert m and 1000 <= int(m.group(1)) <= 1250, out  # trimmed at least once
+    assert int(m.group(2)) > 128 * 1024, out  # the trim left the heap alone
+    assert "LAST printed" in out

@@ -654,31 +654,71 @@ class Outbox:
         n = ix.n
         locs = array("i", bytes(4 * n))
         tmp = self.root + "/snap.tmp"
-        with open(tmp, "wb") as f:
-            f.write(R.head(h))
-            for i in range(n):
-                if ix.state[i]:
-                    e = self._load(i)
+        old = None  # the current snapshot, opened once and read forward (offsets ascend)
+        buf = self._buf
+        try:
+            with open(tmp, "wb") as f:
+                f.write(R.head(h))
+                for i in range(n):
+                    if not ix.state[i]:
+                        continue
+                    if ix.loc[i] == _IN_J:
+                        self._read_j(ix.ver[i])
+                    else:
+                        if old is None:
+                            old = open(self.root + "/snap", "rb")
+                        old.seek(ix.loc[i])
+                        self._next_frame(old)
+                    # The latest frame, CRC checked, copied as it is: no parse, no encode.
                     locs[i] = f.tell()
-                    f.write(R.entry(e))
+                    f.write(memoryview(buf)[: buf[0]])
+        finally:
+            if old is not None:
+                old.close()
         os.rename(tmp, self.root + "/snap")
         return locs
 
     def _trim_hist(self, h):
+        """Keep the newest keep_n completed entries updated within keep_s. Two passes
+        over the file with two arrays and a flag per frame: a dict of every history
+        entry (the obvious way) exhausted the heap once ~1250 refunds had completed."""
         c = self.cfg
         cutoff = self.clock() - c["keep_s"]
-        latest = {}
+        sq = array("I")
+        up = array("I")
         for e in self.history():
-            if e["updated"] >= cutoff:
-                latest[e["seq"]] = e  # later copies win (a cut compaction may repeat one)
-        keep = sorted(latest.keys())[-c["keep_n"]:]
+            sq.append(e["seq"])
+            up.append(e["updated"])
+        m = len(sq)
+        keep = bytearray(m)
+        order = sorted(range(m), key=lambda j: sq[j])
+        # Per seq its last copy wins (a cut compaction may have appended one twice);
+        # then only the keep_n highest seqs stay. Walk from the highest seq down.
+        kept = 0
+        k = m - 1
+        while k >= 0 and kept < c["keep_n"]:
+            j = order[k]
+            last = j
+            while k > 0 and sq[order[k - 1]] == sq[j]:
+                k -= 1
+                last = max(last, order[k])
+            if up[last] >= cutoff:
+                keep[last] = 1
+                kept += 1
+            k -= 1
+        oldest = 0
         tmp = self.root + "/hist.tmp"
         with open(tmp, "wb") as f:
-            for s in keep:
-                f.write(R.entry(latest[s]))
+            j = 0
+            for e in self.history():
+                if keep[j]:
+                    f.write(R.entry(e))
+                    if not oldest or e["updated"] < oldest:
+                        oldest = e["updated"]
+                j += 1
         os.rename(tmp, self.root + "/hist")
-        h["hist_count"] = len(keep)
-        h["hist_oldest"] = min([latest[s]["updated"] for s in keep]) if keep else 0
+        h["hist_count"] = kept
+        h["hist_oldest"] = oldest
 
     def stats(self):
         return {"live": self.live, "pending": self.pending, "journal": self.ver - self.head["base"],
