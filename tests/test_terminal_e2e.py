@@ -212,6 +212,20 @@ def test_a_full_outbox_boots_drains_and_answers_on_the_bench_heap(tmp_path):
         assert listed["total"] <= st["live"] and len(listed["refunds"]) == listed["total"] > 0
         assert {e["state"] for e in listed["refunds"]} <= {"approved", "printed"}
         assert len([l for l in s.sim.ledger if l["type"] == "refund"]) == n
+        # The queue report of a full outbox: totals over all, the oldest 40 listed.
+        n0 = len(s.printer.receipts)
+        rep = s.ctl("report", "--operator", "01", "--pin", "1234", check=True)
+        assert rep["print"] == "started" and rep["total"] > 40, rep
+        report = None
+        end = time.time() + 60
+        while report is None and time.time() < end:
+            for doc in list(s.printer.receipts)[n0:]:
+                with open(doc["files"]["txt"], encoding="utf-8") as f:
+                    text = f.read()
+                if "REFUND QUEUE REPORT" in text:
+                    report = text
+            time.sleep(0.3)
+        assert report and "more (oldest 40 shown;" in report, report  # wrapped at 32 columns
         s.board.console.timeout = 0.2
         s.board.out += s.board.console.read(1 << 20)
         assert b"MemoryError" not in s.board.out, s.board.out.decode(errors="replace")[-3000:]

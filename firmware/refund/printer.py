@@ -226,13 +226,9 @@ class Printer:
 
     async def queue_report(self):
         """Staff report of the live outbox entries."""
-        es = []
-        for e in self.ob.entries():
-            es.append({"rid": e["rid"], "state": e["state_name"], "amount": e["amount"],
-                       "currency": e["currency"], "ts": e["created"]})
         self._start()
         async with self._lock:
-            ok = await self._job(receipt.queue_report(es, self.cfg, self.now()), None)
+            ok = await self._job(receipt.queue_report(_Live(self.ob), self.cfg, self.now()), None)
         if ok:
             self.counts["reports"] += 1
         return self._result(ok)
@@ -775,6 +771,19 @@ class Printer:
         if k <= _NOISE_LOG or k % _NOISE_EVERY == 0:
             self.log("printer", "%s byte 0x%02x from the printer ignored (%d so far)"
                      % (what, b, k), level="WARN")
+
+
+class _Live:
+    """The live entries for the queue report, read from the outbox on each pass (a list
+    of 500 dicts would not fit a board's heap)."""
+
+    def __init__(self, ob):
+        self.ob = ob
+
+    def __iter__(self):
+        for e in self.ob.entries():
+            yield {"rid": e["rid"], "state": e["state_name"], "amount": e["amount"],
+                   "currency": e["currency"], "ts": e["created"]}
 
 
 def _rdict(e):

@@ -35,6 +35,7 @@ _COLS_80 = const(48)
 _QR_MODULE_58 = const(4)
 _QR_MODULE_80 = const(6)
 _TAIL_FEED = const(4)
+_REPORT_LINES = const(40)  # queue report: entries listed one per line (the rest counted)
 
 # ISO 4217 numeric -> (alpha, symbol, minor unit exponent)
 CURRENCIES = {
@@ -343,14 +344,18 @@ def pending(r, cfg):
 
 
 # ---- queue report ---------------------------------------------------------------
-def queue_report(entries, cfg, now):
-    """Staff report of the live outbox entries: per state, totals per currency,
-    oldest age, then one line per entry (oldest first)."""
+def queue_report(entries, cfg, now, max_lines=_REPORT_LINES):
+    """Staff report of the live outbox entries: per state, totals per currency, oldest
+    age, then one line per entry for the oldest max_lines (and how many more).
+    entries: dicts (rid, state, amount, currency, ts), oldest first, iterated twice: a
+    list, or an object whose __iter__ reads the outbox again, so RAM holds one entry."""
     cols = columns(cfg)
     states = {}
     totals = {}
     oldest = None
+    count = 0
     for e in entries:
+        count += 1
         s = e.get("state") or "-"
         states[s] = states.get(s, 0) + 1
         cur = e.get("currency")
@@ -367,7 +372,7 @@ def queue_report(entries, cfg, now):
     yield _rule(cols)
     yield _kv("终端编号 TERMINAL NO.", _field(cfg, "terminal_id"), cols)
     yield _kv("日期时间 DATE/TIME", datetime(now, cfg), cols)
-    yield _kv("条目 LIVE ENTRIES", len(entries), cols)
+    yield _kv("条目 LIVE ENTRIES", count, cols)
     for s in sorted(states):  # dicts have no order on MicroPython: sort
         yield _kv("  " + s, states[s], cols)
     for cur in sorted(totals, key=lambda c: -1 if c is None else c):
@@ -375,9 +380,15 @@ def queue_report(entries, cfg, now):
         yield _kv("合计 TOTAL (%d)" % n, money(total, cur) if cur is not None else "%d" % total, cols)
     yield _kv("最早 OLDEST AGE", age(now - oldest) if oldest is not None else "-", cols)
     yield _rule(cols)
-    for e in sorted(entries, key=lambda e: (e.get("ts") or 0, str(e.get("rid")))):
+    shown = 0
+    for e in entries:
+        if shown >= max_lines:
+            break
         amt = money(e.get("amount", 0), e.get("currency"))
         yield _lines(kv(_field(e, "rid") + " " + _field(e, "state"), amt, cols))
+        shown += 1
+    if count > shown:
+        yield _lines(wrap("... %d more (oldest %d shown; LIST has all)" % (count - shown, shown), cols))
     yield _rule(cols)
     yield _tail()
 
