@@ -45,3 +45,13 @@ def board_factory(tmp_path):
     yield start
     for b in boards:
         b.kill()
+
+
+@pytest.fixture
+def shop(tmp_path):
+    """A whole shop on the bench: host simulator, printer emulator, terminal, refundctl."""
+    from host_tools.shop import Shop
+
+    s = Shop(tmp_path)
+    yield s
+    s.close()

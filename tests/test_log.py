@@ -2,10 +2,6 @@
 rotated within its bounds, and readable by a technician with mpremote."""
 import time
 
-import pytest
-
-from host_tools.shop import Shop
-
 ROTATE = r"""
 import os, board
 from refund import log as L
@@ -70,13 +66,6 @@ print("LOST>0", L.counts["lost"] > 0)
 """
     r = mp(code, env={"REFUND_FLASH": str(tmp_path / "g.img")})
     assert "HAS True" in r.stdout and "LOST>0 True" in r.stdout, r.stdout
-
-
-@pytest.fixture
-def shop(tmp_path):
-    s = Shop(tmp_path)
-    yield s
-    s.close()
 
 
 def test_technician_pulls_the_file_log_with_mpremote(shop):

@@ -12,13 +12,6 @@ from host_tools.shop import BENCH_CFG, CTL, Shop
 
 
 
-@pytest.fixture
-def shop(tmp_path):
-    s = Shop(tmp_path)
-    yield s
-    s.close()
-
-
 def test_refund_is_queued_approved_and_printed_once(shop):
     r = shop.refund(1234, check=True)
     assert r["state"] == "queued" and r["rid"]
