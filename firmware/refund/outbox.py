@@ -348,7 +348,8 @@ class Outbox:
                     yield e
 
     def rids(self, state=None):
-        """Live rids (in intake order), optionally only those in `state`."""
+        """Live rids (in intake order), optionally only those in `state`. Builds a list:
+        for tests and tools; the application iterates seqs() / entries()."""
         ix = self.ix
         out = []
         for i in range(ix.n):
