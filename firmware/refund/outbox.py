@@ -14,6 +14,7 @@ import os
 from array import array
 from micropython import const
 from refund import record as R
+from refund import settings
 from refund.index import Index
 
 _LEASE_N = const(32)  # rid / STAN numbers reserved per lease record
@@ -73,13 +74,7 @@ class Outbox:
         self._jmade = -1  # journal subdirectory known to exist
         self.clock = clock
         self.log = log
-        c = dict(DEFAULTS)
-        if cfg:
-            for k in cfg:
-                if k not in c:
-                    raise ValueError("unknown outbox setting %r" % k)
-                c[k] = cfg[k]
-        self.cfg = c
+        self.cfg = settings(DEFAULTS, cfg, "outbox")
         self._buf = bytearray(R.MAX_FRAME + 128)  # one read buffer for every frame
         self.damaged = 0
         self.on_change = None  # callback(seq, state) for the sender / printer tasks

@@ -47,6 +47,7 @@ from micropython import const
 from refund import escpos as P
 from refund import receipt
 from refund import record as R
+from refund import settings
 
 _XON = const(0x11)
 _XOFF = const(0x13)
@@ -97,20 +98,14 @@ class Printer:
         """stream: the printer's byte stream (asyncio-stream capable); outbox: the
         refund.outbox.Outbox; cfg: terminal config (merchant_name, merchant_id,
         terminal_id, printer_width, tz_min); log(tag, msg, level=...); now(): UTC s."""
-        o = dict(DEFAULTS)
-        if opts:
-            for k in opts:
-                if k not in o:
-                    raise ValueError("unknown printer setting %r" % k)
-                o[k] = opts[k]
-        self.o = o
+        self.o = settings(DEFAULTS, opts, "printer")
         self.s = stream
         self.ob = outbox
         self.cfg = cfg
         self.log = log
         self.now = now
         self.baud = baud
-        self._chunk = o["chunk"]
+        self._chunk = self.o["chunk"]
         # Line pacing: microseconds of line time per byte x 1000 (integer math).
         self._ns_byte = 10 * 1000000000 // baud
         self._fifo_us = self._chunk * self._ns_byte // 1000

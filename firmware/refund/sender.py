@@ -11,6 +11,7 @@ import random
 import time
 from micropython import const
 from refund import record as R
+from refund import settings
 from refund.hostlink import TIMEOUT
 
 DEFAULTS = {
@@ -38,13 +39,7 @@ def _f7(t, localtime):
 class Sender:
     def __init__(self, outbox, link, ident, cfg, log, now, localtime):
         """ident: {"tid", "mid"}; now(): UTC seconds; localtime(t) -> tuple."""
-        c = dict(DEFAULTS)
-        if cfg:
-            for k in cfg:
-                if k not in c:
-                    raise ValueError("unknown host setting %r" % k)
-                c[k] = cfg[k]
-        self.cfg = c
+        self.cfg = settings(DEFAULTS, cfg, "host")
         self.ob = outbox
         self.link = link
         self.tid = ident["tid"]
