@@ -30,13 +30,6 @@ _STAFF_CMDS = ("REFUND", "CANCEL", "REPRINT", "REPORT")  # staff PINs: resends a
 _PRINT_CMDS = ("REPRINT", "REPORT")
 
 
-def _printable(s, n):
-    # Reply values are printable ASCII (docs/ecr-link.md): anything else becomes "?".
-    out = []
-    for ch in str(s)[:n]:
-        out.append(ch if " " <= ch <= "~" else "?")
-    return "".join(out)
-
 
 def _alnum(s):
     for c in s:
@@ -287,7 +280,7 @@ class Intake:
             p = self.printer.status()
             rep["printer"] = p["state"]
             if p["detail"]:
-                rep["pdetail"] = _printable(p["detail"], 64)
+                rep["pdetail"] = str(p["detail"])[:64]  # ecr.encode makes it printable
             if p["rid"]:
                 rep["prid"] = p["rid"]
         return rep
