@@ -87,7 +87,7 @@ class Decoder:
         return False
 
     def want(self):
-        if self._st == 0 or not self._need:
+        if not self.in_frame or not self._need:
             return 1
         return self._need - self._n
 

@@ -72,8 +72,9 @@ class Decoder:
         """Raw bytes that may be read next without reading past the current frame: 1
         between frames or before LEN is known, else the unescaped bytes still missing
         (<= the raw bytes still to come). Exact for an intact frame; after a frame error
-        a new frame may start sooner (feed() stops after it and says how much it used)."""
-        if self._st == _OUT or not self._need:
+        a new frame may start sooner (feed() stops after it and says how much it used).
+        A frame open for more than 1 s is dropped first (then 1: a Ctrl-C may follow)."""
+        if not self.in_frame or not self._need:
             return 1
         return self._need - self._n
 
