@@ -23,6 +23,7 @@ from host_tools import BOARDS, vboard
 from host_tools.nullmodem import NullModem
 
 ROLES = ("console", "printer", "ecr")
+CONSOLE_OUT_FD = 3
 
 
 def _die_with_parent():
@@ -112,6 +113,14 @@ def cmd_board(a):
     os.dup2(cfd, 0)
     os.dup2(cfd, 1)
     os.close(cfd)
+    # The application's console output: the same tty opened again, O_NONBLOCK, as its
+    # own open file (fds 0/1 stay blocking for the REPL and mpremote). A console nobody
+    # reads then costs dropped lines, never a stalled terminal (docs/service-link.md).
+    nfd = os.open(devs["console"], os.O_WRONLY | os.O_NOCTTY | os.O_NONBLOCK)
+    os.dup2(nfd, CONSOLE_OUT_FD)
+    if nfd != CONSOLE_OUT_FD:
+        os.close(nfd)
+    env["REFUND_CONSOLE_FD"] = str(CONSOLE_OUT_FD)
     argv = vboard.board_argv(a.heap)
     os.execve(argv[0], argv, env)
 
@@ -127,9 +136,10 @@ def main(argv=None):
         b.add_argument("--" + role, metavar="DEV", help="tty path for the %s" % role)
     b.add_argument("--baud", type=int, default=None, help="throttle created null-modems to this baud")
     b.add_argument("--heap", default=vboard.DEFAULT_HEAP, help="MicroPython heap size (-X heapsize)")
-    b.add_argument("--firmware", choices=FIRMWARE, default="src",
-                   help="run firmware from the source tree, compiled with mpy-cross (mpy), or "
-                        "from what 'make deploy' put on flash")
+    b.add_argument("--firmware", choices=FIRMWARE, default="mpy",
+                   help="default mpy: the source tree compiled with mpy-cross, as deployed "
+                        "(compiling the sources on the board needs more heap than it has); src: "
+                        "the source tree; flash: what 'make deploy' put on flash")
     b.set_defaults(fn=cmd_board)
     t = sub.add_parser("terminal", help="run the whole terminal application on the virtual board")
     t.add_argument("--board", default="unix", help=argparse.SUPPRESS)

@@ -7,6 +7,7 @@ import vfs
 import machine
 
 NAME = "esp32"
+_EPOCH = 946684800  # time.time() counts from 2000-01-01 here; the HAL speaks Unix time
 # The stock boot mounts littlefs at "/"; firmware data lives at FLASH + "/...".
 FLASH = ""
 
@@ -80,12 +81,40 @@ def console():
     return sys.stdin.buffer
 
 
+class _PolledOut:
+    # USB CDC / UART REPL: a plain write blocks while the host does not read (up to the
+    # TX timeout on every call). Write only what poll says fits, so the app never waits.
+    def __init__(self, s):
+        import select
+
+        self.s = s
+        self.p = select.poll()
+        self.p.register(s, select.POLLOUT)
+
+    def write(self, mv):
+        if not self.p.poll(0):
+            return None
+        return self.s.write(mv[:64])  # small pieces: the CDC buffer takes at least this
+
+
+def console_out():
+    """Non-blocking console writer: write(buf) -> bytes taken, or None."""
+    return _PolledOut(sys.stdout.buffer)
+
+
+def set_time(t):
+    import machine as m
+
+    tm = time.gmtime(t - _EPOCH)
+    m.RTC().datetime((tm[0], tm[1], tm[2], tm[6], tm[3], tm[4], tm[5], 0))
+
+
 def now():
-    return time.time() + 946684800  # ESP32 epoch is 2000-01-01; HAL speaks Unix time
+    return time.time() + _EPOCH  # ESP32 epoch is 2000-01-01; HAL speaks Unix time
 
 
 def localtime(t=None):
-    return time.gmtime((t - 946684800) if t is not None else None)
+    return time.gmtime((t - _EPOCH) if t is not None else None)
 
 
 def ticks_ms():

@@ -7,6 +7,7 @@ import vfs
 import machine
 
 NAME = "rp2040"
+_EPOCH = 0  # time.time() is Unix time on this port
 # The stock boot mounts littlefs at "/"; firmware data lives at FLASH + "/...".
 FLASH = ""
 
@@ -76,6 +77,34 @@ def uart(role):
 
 def console():
     return sys.stdin.buffer
+
+
+class _PolledOut:
+    # USB CDC / UART REPL: a plain write blocks while the host does not read (up to the
+    # TX timeout on every call). Write only what poll says fits, so the app never waits.
+    def __init__(self, s):
+        import select
+
+        self.s = s
+        self.p = select.poll()
+        self.p.register(s, select.POLLOUT)
+
+    def write(self, mv):
+        if not self.p.poll(0):
+            return None
+        return self.s.write(mv[:64])  # small pieces: the CDC buffer takes at least this
+
+
+def console_out():
+    """Non-blocking console writer: write(buf) -> bytes taken, or None."""
+    return _PolledOut(sys.stdout.buffer)
+
+
+def set_time(t):
+    import machine as m
+
+    tm = time.gmtime(t - _EPOCH)
+    m.RTC().datetime((tm[0], tm[1], tm[2], tm[6], tm[3], tm[4], tm[5], 0))
 
 
 def now():

@@ -126,12 +126,34 @@ def console():
     return sys.stdin.buffer
 
 
+_out = None
+
+
+def console_out():
+    """Non-blocking console writer: write(buf) -> bytes taken, or None when the line is
+    full. The bench passes a second descriptor of the console tty opened O_NONBLOCK
+    (REFUND_CONSOLE_FD), so stdout itself stays blocking for the REPL and mpremote."""
+    global _out
+    if _out is None:
+        fd = _env("REFUND_CONSOLE_FD")
+        _out = open(int(fd), "wb") if fd else sys.stdout.buffer
+    return _out
+
+
+_skew = 0  # set_time(): the board's clock minus the host's
+
+
 def now():
-    return int(time.time())  # UTC seconds; the unix port's epoch is 1970
+    return int(time.time()) + _skew  # UTC seconds; the unix port's epoch is 1970
+
+
+def set_time(t):
+    global _skew
+    _skew = int(t) - int(time.time())
 
 
 def localtime(t=None):
-    return time.gmtime(t) if t is not None else time.gmtime()
+    return time.gmtime(t if t is not None else now())
 
 
 def ticks_ms():

@@ -1,6 +1,7 @@
 # Terminal application: boot sequence, wiring, and the task supervisor.
-# Tasks: console watcher, watchdog feed, ECR intake, host sender, printer,
-# housekeeping. A task that raises is logged and restarted; bad input never ends it.
+# Tasks: console reader + service link, console output, watchdog feed, ECR intake, host
+# sender, printer, housekeeping. A task that raises is logged and restarted; bad input
+# never ends it.
 import asyncio
 import gc
 import sys
@@ -10,12 +11,13 @@ from micropython import const
 from refund import VERSION
 from refund.log import log
 from refund import log as _log
-from refund import console
+from refund import console, evlog
+from refund.conout import ConOut
 
 _WDT_MS = const(8000)
 _FEED_MS = const(1000)
 _HOUSEKEEP_MS = const(60000)  # compaction check and a status line
-_LOG_FLUSH_MS = const(5000)  # file log: at most this much is lost to a power cut
+_LOG_FLUSH_MS = const(5000)  # event log: at most this much is lost to a power cut
 
 
 async def _feed(wdt):
@@ -38,13 +40,16 @@ async def _supervise(name, factory):
 
 
 def boot(board):
+    _log.attach(ConOut(board.console_out()))  # before the first line: never blocks
     reason = board.reset_reason()
     log("boot", "refund firmware %s on board %s, reset reason %s" % (VERSION, board.NAME, reason))
+    evlog.event("boot", reset=reason, fw=VERSION, board=board.NAME,
+                uid=binascii.hexlify(board.unique_id()).decode())
     info = board.mount_flash(log)
     log("flash", "mounted %s %s: %d blocks of %d B, %d B free%s" % (
         info["mount"], info["fs"], info["blocks"], info["block_size"], info["free"],
         ", FORMATTED" if info["formatted"] else ""))
-    _log.attach(board.FLASH + "/log", board.now)
+    evlog.attach(board.FLASH + "/ev", board.now)  # writes the boot record now
     uarts = {}
     for role in ("printer", "ecr"):
         u = board.uart(role)
@@ -66,6 +71,7 @@ def _config(board):
         log("config", "terminal NOT PROVISIONED (%s): refunds refused" % path, level="ERROR")
         return None
     log("config", "loaded %s: %s" % (path, json.dumps(config.redacted(cfg))))
+    evlog.limit(cfg["evlog_cap"], cfg["evlog_segments"])
     return cfg
 
 
@@ -127,7 +133,7 @@ class Terminal:
         n = 0
         while True:
             await asyncio.sleep_ms(_LOG_FLUSH_MS)
-            _log.flush()
+            evlog.flush()
             n += 1
             if n < _HOUSEKEEP_MS // _LOG_FLUSH_MS:
                 continue
@@ -150,11 +156,16 @@ class Terminal:
 
 
 async def _main(board, reason, info, uarts):
+    from refund.service import Service
+
     stop = asyncio.Event()
     wdt = board.wdt(_WDT_MS)
-    names = ["console", "wdt"]
+    svc = Service(board, _log.out, reason)
+    names = ["console", "conout", "service", "wdt"]
     tasks = [
-        asyncio.create_task(console.watch(board.console(), stop)),
+        asyncio.create_task(console.watch(board.console(), stop, svc)),
+        asyncio.create_task(_supervise("conout", _log.out.run)),
+        asyncio.create_task(_supervise("service", svc.run)),
         asyncio.create_task(_supervise("wdt", lambda: _feed(wdt))),
     ]
     term = None
@@ -164,7 +175,8 @@ async def _main(board, reason, info, uarts):
             term = Terminal(board, cfg, uarts)
         except Exception as e:  # noqa: a broken part must not take the console with it
             log("app", "terminal failed to start: %r" % (e,), level="ERROR")
-            sys.print_exception(e)  # where, for the technician on the console
+            _print_exception(e)  # where, for the technician on the console
+    svc.attach(term, cfg["tech_key"] if cfg else "")
     if term is not None:
         for name, factory in term.tasks():
             names.append(name)
@@ -182,14 +194,26 @@ async def _main(board, reason, info, uarts):
     }
     if term is not None:
         status["outbox"] = term.ob.stats()
-    print("READY " + json.dumps(status))
+    _log.out.line("READY " + json.dumps(status))
     app.term = term
     await stop.wait()
     for t in tasks:
         t.cancel()
     board.wdt_service_mode(wdt)
     log("app", "stopped by Ctrl-C on the console; REPL follows")
-    _log.flush()
+    evlog.event("stopped", why="ctrl-c")
+    evlog.flush()
+    _log.out.drain()
+
+
+def _print_exception(e):
+    import io
+
+    s = io.StringIO()
+    sys.print_exception(e, s)
+    for ln in s.getvalue().split("\n"):
+        if ln:
+            _log.out.line(ln)
 
 
 class app:

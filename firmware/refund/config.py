@@ -23,6 +23,9 @@ DEFAULTS = {
     "duplicate_window_s": 86400,
     "bench": False,
     "host_link": {},
+    "tech_key": "",  # technician key for the service link's privileged commands ("" = none)
+    "evlog_cap": 262144,  # event log bytes on flash
+    "evlog_segments": 8,
 }
 REQUIRED = ("terminal_id", "merchant_id", "mac_key", "host")
 KNOWN = REQUIRED + ("currencies",) + tuple(DEFAULTS)
@@ -212,6 +215,13 @@ def validate(c, file_keys=None):
     _int_in(errs, "duplicate_window_s", c.get("duplicate_window_s"), 0, 31 * 86400)
     if not isinstance(c.get("host_link"), dict):
         errs.append("host_link: must be an object (sender settings)")
+    tk = c.get("tech_key")
+    if tk != "":
+        key = _hex_bytes(tk)
+        if key is None or len(key) < 16:
+            errs.append("tech_key: must be hex, at least 16 bytes (32 hex characters), or \"\"")
+    _int_in(errs, "evlog_cap", c.get("evlog_cap"), 16384, 16 * 1024 * 1024)
+    _int_in(errs, "evlog_segments", c.get("evlog_segments"), 2, 64)
     return errs
 
 

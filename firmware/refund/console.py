@@ -1,22 +1,35 @@
-# USB console watcher: Ctrl-C from a technician (or mpremote) stops the
-# application and leaves the REPL, as main.py on an ESP32 behaves.
-# Bytes are read one at a time into a preallocated buffer so nothing after the
-# Ctrl-C is swallowed: mpremote sends "\r\x03\r\x01" and the REPL needs the \x01.
+# USB console reader: service frames (refund.svcframe) go to the service task; a Ctrl-C
+# outside a frame stops the application and leaves the REPL (what mpremote needs when
+# the application is down or must be stopped), as main.py on an ESP32 behaves. Inside a
+# frame a Ctrl-C is a frame error: the application keeps running.
+# Never reads past the frame being received or past a Ctrl-C: mpremote sends
+# "\r\x03\r\x01" and the REPL needs the \x01.
 import asyncio
 from micropython import const
+from refund import svcframe
 
-_CTRL_C = const(3)
 _IDLE_MS = const(250)
+_CHUNK = const(64)
 
 
-async def watch(stream, stop):
+async def watch(stream, stop, service=None):
     r = asyncio.StreamReader(stream)
-    buf = bytearray(1)
+    buf = bytearray(_CHUNK)
+    mv = memoryview(buf)
+    dec = svcframe.Decoder()
+    if service is not None:
+        service.decoder = dec
     while True:
-        n = await r.readinto(buf)
+        n = await r.readinto(mv[:max(1, min(_CHUNK, dec.want()))])
         if not n:
             # EOF: the console is unplugged (or not a tty); look again later.
             await asyncio.sleep_ms(_IDLE_MS)
-        elif buf[0] == _CTRL_C:
-            stop.set()
-            return
+            continue
+        for i in range(n):
+            b = buf[i]
+            if dec.is_break(b):
+                stop.set()
+                return
+            p = dec.push(b)
+            if p is not None and service is not None:
+                service.submit(p)

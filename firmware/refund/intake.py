@@ -13,7 +13,7 @@ import asyncio
 import hashlib
 from micropython import const
 from refund import record as R
-from refund import config
+from refund import config, evlog
 from refund.ecr import digits
 from refund.recent import Recent
 from refund.outbox import Refused, BadTransition
@@ -201,7 +201,7 @@ class Intake:
             elif cmd == "LIST":
                 rep = self._list(req)
             elif cmd == "STATUS":
-                rep = self._status()
+                rep = self.summary()
             else:
                 rep = _refuse("unknown_command", "unknown command (REFUND, QUERY, CANCEL, "
                               "LIST, STATUS, REPRINT, REPORT)")
@@ -238,7 +238,7 @@ class Intake:
         if self.printer is None:
             return _refuse("no_printer", "no printer is wired to this terminal")
         if cmd == "REPORT":
-            asyncio.create_task(self._print_job(self.printer.queue_report(), "queue report", op))
+            asyncio.create_task(self.print_job(self.printer.queue_report(), "queue report", op))
             return {"print": "started", "total": self.ob.live}
         e = self.ob.get(rid)
         if e is None:
@@ -248,12 +248,12 @@ class Intake:
             # original, or REPRINT if a try was cut short) without being asked.
             return _refuse("no_receipt", "refund %s is %s: no receipt to reprint"
                            % (rid, R.NAMES[e["state"]]))
-        asyncio.create_task(self._print_job(self.printer.reprint(rid), "reprint " + rid, op))
+        asyncio.create_task(self.print_job(self.printer.reprint(rid), "reprint " + rid, op))
         rep = self._reply_entry(e["state"], rid, e)
         rep["print"] = "started"
         return rep
 
-    async def _print_job(self, job, what, op):
+    async def print_job(self, job, what, op):
         self.log("intake", "%s requested by staff %s" % (what, op))
         try:
             r = await job
@@ -262,7 +262,7 @@ class Intake:
         self.log("intake", "%s: %s" % (what, "printed" if r["ok"] else "failed: %s" % r["error"]),
                  level="INFO" if r["ok"] else "WARN")
 
-    def _status(self):
+    def summary(self):
         st = self.ob.stats()
         gc.collect()  # "heap" is what is really free, not what garbage happens to leave
         rep = {"live": st["live"], "pending": st["pending"], "stale": 0, "heap": gc.mem_free(),
@@ -375,6 +375,8 @@ class Intake:
         self.stats["refunds"] += 1
         self.log("intake", "seq %s: %s queued, %d (currency %d), op %s%s" % (
             seq, e["rid"], amount, currency, op, (", supervisor " + sup) if sup else ""))
+        evlog.event("captured", e["rid"], op=op, sup=sup or None, amount=amount, cur=currency,
+                    orrn=orrn, ecr=seq)
         return self._reply_entry(R.QUEUED, e["rid"], e)
 
     def _query(self, req):
@@ -415,6 +417,7 @@ class Intake:
         except OSError as err:
             return _refuse("flash_error", "could not record the cancel (%s)" % err)
         self.log("intake", "%s %s by supervisor %s" % (rid, R.NAMES[e["state"]], sup))
+        evlog.event("cancel", rid, by=sup, to=R.NAMES[e["state"]])
         return self._reply_entry(e["state"], rid, e)
 
     def _list(self, req):

@@ -47,7 +47,7 @@ from micropython import const
 from refund import escpos as P
 from refund import receipt
 from refund import record as R
-from refund import settings
+from refund import settings, evlog
 
 _XON = const(0x11)
 _XOFF = const(0x13)
@@ -316,6 +316,7 @@ class Printer:
             if not await self._job(gen, rid, first, False):
                 return False
             self.counts["notices"] += 1
+            evlog.event("notice", rid)
             try:
                 self.ob.notice_printed(rid)
             except Exception as ex:  # answered or cancelled meanwhile, or flash trouble
@@ -334,6 +335,7 @@ class Printer:
         self.log("printer", "%s: printing %s%s" % (
             rid, "refund receipt" if kind == _REFUND else "decline slip",
             " (REPRINT)" if again and kind == _REFUND else ""))
+        evlog.event("print_begun", rid, copy="slip" if kind != _REFUND else ("reprint" if again else "original"))
         if not await self._job(gen, rid, first, False):
             return False
         if kind == _REFUND:
@@ -354,6 +356,7 @@ class Printer:
                 if st == R.APPROVED or st == R.DECLINED:
                     self.ob.printed(rid)
                     self.log("printer", "%s: printed" % rid)
+                    evlog.event("printed", rid)
             except Exception as ex:
                 # On paper but not recorded: retried every cycle, never printed again
                 # for this reason (the RAM list keeps it out of the queue).
@@ -364,7 +367,8 @@ class Printer:
 
     def _stuck(self, rid, why):
         self.counts["failed"] += 1
-        self.log("printer", "%s: %s; skipped" % (rid, why), level="ERROR")
+        self.log("printer", "%s: %s; skipped" % (rid, why), level="ERROR", ev=False)
+        evlog.event("print_fault", rid, level="E", cause=why)
         if len(self._skip) >= _MAX_SKIP:
             self._skip.pop(0)
         self._skip.append(rid)
@@ -396,7 +400,8 @@ class Printer:
         else:
             self.counts["aborted"] += 1
             self.log("printer", "%s: not confirmed (%s: %s); stays owed" % (
-                rid, self.state, self.detail), level="WARN")
+                rid, self.state, self.detail), level="WARN", ev=False)
+            evlog.event("print_fault", rid, level="W", agg=True, cause="%s %s" % (self.state, self.detail))
             await self._clear()
         return ok
 
@@ -411,7 +416,12 @@ class Printer:
         fine = state == READY or state == PRINTING
         if state != self.state or (detail != self.detail and not fine):
             self.log("printer", "state %s%s" % (state, (" (%s)" % detail) if detail else ""),
-                     level="INFO" if fine else "WARN")
+                     level="INFO" if fine else "WARN", ev=False)
+            if state != PRINTING:
+                evlog.event("printer", level="I" if fine else "W", agg=not fine, state=state,
+                            detail=detail)
+            if fine:
+                evlog.clear("printer")
             if state == ABSENT:
                 self.counts["absent"] += 1
         self.state = state

@@ -11,7 +11,7 @@ import random
 import time
 from micropython import const
 from refund import record as R
-from refund import settings
+from refund import settings, evlog
 from refund.hostlink import TIMEOUT
 
 DEFAULTS = {
@@ -55,11 +55,36 @@ class Sender:
         self._srtt = 0  # smoothed round trip of answered requests, ms
         self.host_up = True
         self._echo_attempts = 0
+        self._kick = asyncio.Event()  # retry_now(): probe the host without waiting
+        # sends: every 0200/0201/0420/0421; retries: the repeats among them; retry: 91/96
         self.stats = {"approved": 0, "declined": 0, "retry": 0, "unknown": 0, "reversed": 0,
-                      "echo": 0, "mismatch": 0}
+                      "echo": 0, "mismatch": 0, "sends": 0, "retries": 0, "timeouts": 0}
 
     def wake(self, *_):
         self._wake.set()
+
+    def retry_now(self):
+        """Technician: every waiting refund is due now, and the host is probed now."""
+        now = time.ticks_ms()
+        for seq in self._sched:
+            self._sched[seq][0] = now
+        self._echo_attempts = 0
+        self._kick.set()
+        self._wake.set()
+        return len(self._sched)
+
+    def _sent(self, rid, mti, stan, seq):
+        s = self._sched.get(seq)
+        n = (s[1] if s else 0) + 1
+        self.stats["sends"] += 1
+        if mti == "0201" or mti == "0421":
+            self.stats["retries"] += 1
+        evlog.event("send" if mti[1] == "2" else "reversal", rid, mti=mti, stan="%06d" % stan, attempt=n)
+        return n
+
+    def _failed(self, rid, seq, cause):
+        s = self._sched.get(seq)
+        evlog.event("send_fail", rid, level="W", cause=cause, attempt=(s[1] if s else 0) + 1)
 
     def _backoff(self, attempts, base, cap):
         c = self.cfg
@@ -179,16 +204,24 @@ class Sender:
     async def _probe(self):
         c = self.cfg
         self._echo_attempts += 1
-        await asyncio.sleep_ms(self._backoff(self._echo_attempts, c["echo_base_ms"], c["echo_cap_ms"]))
+        self._kick.clear()
+        try:
+            await asyncio.wait_for_ms(self._kick.wait(),
+                                      self._backoff(self._echo_attempts, c["echo_base_ms"], c["echo_cap_ms"]))
+        except asyncio.TimeoutError:
+            pass
         msg = {"t": "0800", "7": _f7(self.now(), self.localtime), "11": "%06d" % self.ob.take_stan(),
                "41": self.tid, "70": "301"}
         try:
             r = await self.link.request(msg, c["response_ms"])
-        except OSError:
+        except OSError as err:
+            evlog.event("host_down", level="W", agg=True, cause=_why(err))
             return
         self.stats["echo"] += 1
         if r is not None and r.get("t") == "0810" and r.get("39") == "00":
             self.log("host", "echo answered: host is back, waking the queue")
+            evlog.clear("host_down")
+            evlog.event("host_up")
             self.host_up = True
             self._echo_attempts = 0
             for seq in self._sched:
@@ -209,11 +242,14 @@ class Sender:
         except OSError as err:
             # Host unreachable before anything was sent: probe with echo, not refunds.
             if self.host_up:
-                self.log("host", "host unreachable (%s): probing with 0800" % err, level="WARN")
+                self.log("host", "host unreachable (%s): probing with 0800" % err, level="WARN", ev=False)
+                evlog.event("host_down", level="W", agg=True, cause=_why(err))
+            self._failed(rid, seq, "unreachable " + _why(err))
             self.host_up = False
             self._later(seq)
         except Exception as err:  # noqa: a bad entry must not kill the sender
             self.log("host", "%s: %r" % (rid, err), level="ERROR")
+            self._failed(rid, seq, "error")
             self._later(seq)
         finally:
             self._busy.pop(seq, None)
@@ -243,6 +279,7 @@ class Sender:
             f62 += ";op=" + e["op"]
         msg["62"] = f62
         t0 = time.ticks_ms()
+        self._sent(rid, mti, e["stan"], seq)
         r = await self.link.request(msg, self.cfg["response_ms"])
         if r is not None and r is not TIMEOUT:
             rtt = time.ticks_diff(time.ticks_ms(), t0)
@@ -250,18 +287,23 @@ class Sender:
         if r is None or r is TIMEOUT:
             self.stats["unknown"] += 1  # outcome unknown: same STAN and rid, as 0201, later
             if r is TIMEOUT:
+                self.stats["timeouts"] += 1
                 self._suspect.add(seq)
+            self._failed(rid, seq, "timeout" if r is TIMEOUT else "connection lost")
             self._later(seq)
             return
         self._suspect.discard(seq)
         if not self._matches(r, "0210", e):
             self.stats["mismatch"] += 1
-            self.log("host", "%s: answer does not match the request: ignored" % rid, level="WARN")
+            self.log("host", "%s: answer does not match the request: ignored" % rid, level="WARN", ev=False)
+            self._failed(rid, seq, "mismatch")
             self._later(seq)
             return
         code = r["39"]
+        evlog.event("answer", rid, mti="0210", rc=code, rrn=r.get("37"), auth=r.get("38"))
         if code in _RETRY_CODES:
             self.stats["retry"] += 1
+            self._failed(rid, seq, "rc" + code)
             self._later(seq)
             return
         self._sched.pop(seq, None)
@@ -273,10 +315,12 @@ class Sender:
             self.ob.approve(rid, r["37"], r["38"], e)  # durable before any receipt byte
             self.stats["approved"] += 1
             self.log("host", "%s approved rrn %s" % (rid, r["37"]))
+            evlog.event("approved", rid, rrn=r["37"], auth=r["38"])
         else:
             self.ob.decline(rid, code, e)
             self.stats["declined"] += 1
             self.log("host", "%s declined %s" % (rid, code))
+            evlog.event("declined", rid, rc=code)
 
     def _matches(self, r, mti, e):
         if r.get("t") != mti or r.get("11") != "%06d" % (e["rstan"] if mti == "0430" else e["stan"]):
@@ -310,8 +354,10 @@ class Sender:
         msg["7"] = _f7(self.now(), self.localtime)
         msg["62"] = "rid=%s" % rid
         msg["90"] = "0200%06d%s%s" % (e["stan"], _f7(e["sent"], self.localtime), "0" * 22)
+        self._sent(rid, mti, e["rstan"], seq)
         r = await self.link.request(msg, self.cfg["response_ms"])
         if r is TIMEOUT:
+            self.stats["timeouts"] += 1
             self._suspect.add(seq)
             r = None
         if r is not None and self._matches(r, "0430", e) and r.get("39") == "00":
@@ -320,5 +366,15 @@ class Sender:
             self.stats["reversed"] += 1
             self._sched.pop(seq, None)
             self.log("host", "%s reversed" % rid)
+            evlog.event("reversed", rid)
         else:
+            self._failed(rid, seq, "no reversal answer" if r is None else "reversal refused")
             self._later(seq)
+
+
+def _why(err):
+    # "ECONNREFUSED" / "ETIMEDOUT" where the port knows the name, else the number
+    import errno
+
+    n = err.args[0] if err.args else 0
+    return errno.errorcode.get(n, str(n)) if isinstance(n, int) else str(n)[:32]

@@ -18,7 +18,7 @@ with open(sys.argv[1]) as f:
 logs = []
 
 
-def log(tag, msg, level="INFO"):
+def log(tag, msg, level="INFO", ev=True):
     if level != "INFO" or cfg.get("verbose"):
         print("LOG", level, tag, msg)
 

@@ -30,7 +30,7 @@ with open(sys.argv[1]) as f:
     cfg = json.load(f)
 
 
-def log(tag, msg, level="INFO"):
+def log(tag, msg, level="INFO", ev=True):
     if level != "INFO" or cfg.get("verbose") or tag == "printer":
         print("LOG %d %s %s: %s" % (time.ticks_ms(), level, tag, msg))
 

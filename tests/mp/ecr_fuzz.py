@@ -16,7 +16,7 @@ def h(b):
     return hexlify(b).decode()
 
 
-def log(tag, msg, level="INFO"):
+def log(tag, msg, level="INFO", ev=True):
     pass
 
 

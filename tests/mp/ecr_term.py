@@ -24,7 +24,7 @@ with open(sys.argv[1]) as f:
 LOGS = T.get("log_all")
 
 
-def log(tag, msg, level="INFO"):
+def log(tag, msg, level="INFO", ev=True):
     if LOGS or level != "INFO":
         print("LOG", level, tag, msg)
 
