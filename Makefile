@@ -31,7 +31,7 @@ bench: $(STAMP)
 soak: $(STAMP)
 	REFUND_FUZZ_N=$${REFUND_FUZZ_N:-10000} $(BIN)/python -m pytest -q -s -k "fuzz or parser or never_raises" \
 	    tests/test_iso8583.py tests/test_ecr.py
-	REFUND_FUZZ_N=$${REFUND_FUZZ_N:-10000} $(BIN)/python -m pytest -q -s tests/test_svcframe.py
+	REFUND_FUZZ_N=$${REFUND_FUZZ_N:-10000} $(BIN)/python -m pytest -q -s tests/test_svcframe.py tests/test_service_fuzz.py
 
 mpy: $(STAMP)
 	$(BIN)/python -m host_tools.deploy --board $(BOARD) --build-only
