@@ -56,6 +56,7 @@ class Shop:
         cmd = [CTL, "--port", self.board.ends["ecr"], "--seq", str(seq), "--timeout", str(timeout),
                "--tries", str(tries)]
         r = subprocess.run(cmd + list(args) + ["--json"], capture_output=True, text=True, timeout=120)
+        self.record("ctl.log", r.stdout + r.stderr)
         lines = r.stdout.strip().splitlines()
         out = json.loads(lines[-1]) if lines else {}
         out["_rc"] = r.returncode
@@ -89,8 +90,19 @@ class Shop:
                 out.append((doc, text))
         return out
 
+    def record(self, name, text):
+        """Keep what the tools printed: the test suite scans it for secrets."""
+        with open(os.path.join(self.dir, name), "a", encoding="utf-8", errors="replace") as f:
+            f.write(text)
+
     def close(self):
         if self.board:
+            try:
+                if self.board.console is not None and self.board.console.is_open:
+                    self.board.out += self.board.console.read(1 << 20)
+            except Exception:
+                pass  # the board is gone already: what was read is kept
+            self.record("console.log", self.board.out.decode(errors="replace"))
             self.board.kill()
         self.printer.stop()
         self.nm.close()
