@@ -35,7 +35,7 @@ def test_make_mpy_builds_each_board(board):
     out = os.path.join(REPO, "build", "mpy", board)
     assert os.path.exists(os.path.join(out, "main.py"))
     assert os.path.exists(os.path.join(out, "lib", "refund", "app.mpy"))
-    assert os.path.exists(os.path.join(out, "lib", "refund", "gb18030.bin"))  # data ships too
+    assert os.path.exists(os.path.join(out, "lib", "refund", "gb18030_tab.mpy"))  # the GB18030 table
     assert os.path.exists(os.path.join(out, "lib", "board.mpy")) == (board != "unix")
 
 

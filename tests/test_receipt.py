@@ -1,7 +1,7 @@
 """The firmware's receipt composer, run on MicroPython, printed on the emulator.
 
 Every byte checked here was produced by the real interpreter (firmware/refund/receipt.py,
-escpos.py, gbk.py + gb18030.bin) and parsed by host_tools/printer_emu.py."""
+escpos.py, gbk.py + gb18030_tab.py) and parsed by host_tools/printer_emu.py."""
 import binascii
 import datetime
 import json
@@ -250,8 +250,7 @@ def test_queue_report(mp, tmp_path):
 # ---------------------------------------------------------------- the table
 def test_committed_gb_table_is_up_to_date():
     table, _skipped = gbtable.generate()
-    with open(gbtable.OUT, "rb") as f:
-        assert f.read() == table, "run: python -m host_tools.gbtable"
+    assert gbtable.read_module() == table, "run: python -m host_tools.gbtable"
     r = subprocess.run([sys.executable, "-m",
                         "host_tools.gbtable", "--check"], cwd=REPO, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
@@ -271,8 +270,7 @@ def test_firmware_lookup_matches_cpython_codec(mp):
 
 def test_corrupt_table_means_question_marks_not_a_crash(mp, tmp_path):
     bad = tmp_path / "bad.bin"
-    with open(gbtable.OUT, "rb") as f:
-        data = bytearray(f.read())
+    data = bytearray(gbtable.read_module())
     data[10] ^= 0xFF
     bad.write_bytes(bytes(data))
     code = ("from refund import gbk\nprint(gbk.load(%r))\nprint(gbk.encode('退货 OK'))\n"

@@ -1,8 +1,10 @@
 # Text -> printer bytes for Chinese receipts (ESC/POS GB18030 double-byte mode).
 #
 # MicroPython has no GB18030 codec. The build-time generator host_tools/gbtable.py
-# (CPython's codec) writes gb18030.bin beside this module, holding only the
-# characters the receipt templates and the configured merchant name use:
+# (CPython's codec) writes refund/gb18030_tab.py (TABLE, one bytes literal: frozen
+# firmware keeps it in flash, no heap), holding only the characters the receipt
+# templates and the configured merchant name use; load(PATH) reads the same table
+# from a file instead (gbtable --bin PATH):
 #
 #   offset     size  content
 #   0          4     magic b"GBT1"
@@ -12,7 +14,7 @@
 #   8+2N       2N    their GB18030 double-byte codes (lead, trail), same order
 #   8+4N       4     CRC-32 of bytes 0 .. 8+4N (uint32 LE)
 #
-# The file is read once into one bytes object (a few hundred characters: ~1-2 KB)
+# The table is one bytes object (a few hundred characters: ~1-2 KB)
 # and searched by bisection through a memoryview: no dict of characters.
 #
 # Output assumes the printer is in double-byte mode (FS &) with code page 16
@@ -46,24 +48,19 @@ def _log(msg, level="WARN"):
         print("gbk: " + msg)
 
 
-def default_path():
-    try:
-        here = __file__
-    except NameError:
-        here = ""
-    i = here.rfind("/")
-    return (here[:i + 1] if i >= 0 else "") + "gb18030.bin"
-
-
 def load(path=None):
-    """(Re)load the table; on any problem log it and print CJK as '?'. Returns N."""
+    """(Re)load the table (the gb18030_tab module, or the file at path); on any
+    problem log it and print CJK as '?'. Returns N."""
     global _tab, _n
-    path = path or default_path()
     _tab, _n = b"", 0
     try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError as e:
+        if path is None:
+            path = "refund.gb18030_tab"
+            from refund.gb18030_tab import TABLE as data
+        else:
+            with open(path, "rb") as f:
+                data = f.read()
+    except (OSError, ImportError) as e:
         _log("no character table %s (%r): Chinese prints as '?'" % (path, e), "ERROR")
         return 0
     if len(data) < _HDR + 4 or data[:4] != b"GBT1":
