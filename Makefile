@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 BOARD ?= unix
 PORT ?=
 
-.PHONY: venv test demo bench soak mpy deploy clean
+.PHONY: venv test demo bench soak mpy deploy clean vboard32 qemu
 
 venv: $(STAMP)
 
@@ -38,6 +38,18 @@ mpy: $(STAMP)
 
 deploy: $(STAMP)
 	$(BIN)/python -m host_tools.deploy --board $(BOARD) --port '$(PORT)'
+
+# MicroPython with the firmware frozen in (firmware/manifest.py), from MICROPY_SRC=DIR or
+# ../shared/micropython/micropython-src.tar.gz (MICROPY_TARBALL=): host_tools/mpbuild.py.
+# vboard32: the unix port 32-bit (gcc-multilib) -> refund-bench board|terminal --interp 32.
+vboard32: $(STAMP)
+	$(BIN)/python -m host_tools.mpbuild vboard32
+
+# qemu: ports/qemu MPS2_AN385 (Cortex-M3, 96 KiB heap, littlefs on a RAM block device),
+# then the firmware's board-independent tests under qemu-system-arm.
+qemu: $(STAMP)
+	$(BIN)/python -m host_tools.mpbuild qemu
+	$(BIN)/python -m pytest -q tests/test_qemu.py
 
 clean:
 	rm -rf build .pytest_cache
