@@ -63,7 +63,10 @@ def _terminal_config(a):
     return path
 
 
-FIRMWARE = ("src", "mpy", "flash")
+FIRMWARE = ("src", "mpy", "flash", "frozen")
+INTERP_HELP = ("64 (default): the pinned MicroPython (64-bit); 32: the unix port built 32-bit "
+               "with the firmware frozen in (make vboard32; built on demand), firmware from "
+               "its frozen modules unless --firmware says otherwise")
 
 
 def cmd_board(a):
@@ -96,13 +99,22 @@ def cmd_board(a):
         print(json.dumps(far), flush=True)
     flash = a.flash
     os.makedirs(os.path.dirname(os.path.abspath(flash)), exist_ok=True)
+    interp = getattr(a, "interp", "64")
+    if a.firmware is None:
+        a.firmware = "frozen" if interp == "32" else "mpy"
+    if a.firmware == "frozen" and interp != "32":
+        raise SystemExit("refund-bench: --firmware frozen needs --interp 32 (the pinned "
+                         "interpreter has no firmware frozen in)")
+    exe = vboard.interpreter(interp)  # --interp 32: built (or found cached) before the exec
     if a.firmware == "mpy":
         from host_tools.deploy import cached_build
 
         firmware = cached_build("unix")
     else:
-        firmware = "flash" if a.firmware == "flash" else vboard.FIRMWARE
+        firmware = {"flash": "flash", "frozen": "frozen"}.get(a.firmware, vboard.FIRMWARE)
     env = vboard.board_env(flash, devs["printer"], devs["ecr"], firmware=firmware)
+    if interp == "32":
+        env["MICROPYPATH"] = vboard.frozen_path()
     if getattr(a, "config", None):
         env["REFUND_CONFIG"] = _terminal_config(a)
     else:
@@ -122,6 +134,7 @@ def cmd_board(a):
         os.close(nfd)
     env["REFUND_CONSOLE_FD"] = str(CONSOLE_OUT_FD)
     argv = vboard.board_argv(a.heap)
+    argv[0] = exe
     os.execve(argv[0], argv, env)
 
 
@@ -136,8 +149,9 @@ def main(argv=None):
         b.add_argument("--" + role, metavar="DEV", help="tty path for the %s" % role)
     b.add_argument("--baud", type=int, default=None, help="throttle created null-modems to this baud")
     b.add_argument("--heap", default=vboard.DEFAULT_HEAP, help="MicroPython heap size (-X heapsize)")
-    b.add_argument("--firmware", choices=FIRMWARE, default="mpy",
-                   help="default mpy: the source tree compiled with mpy-cross, as deployed "
+    b.add_argument("--interp", choices=vboard.INTERPS, default="64", help=INTERP_HELP)
+    b.add_argument("--firmware", choices=FIRMWARE, default=None,
+                   help="default mpy (frozen with --interp 32): the source tree compiled with mpy-cross, as deployed "
                         "(compiling the sources on the board needs more heap than it has); src: "
                         "the source tree; flash: what 'make deploy' put on flash")
     b.set_defaults(fn=cmd_board)
@@ -154,8 +168,10 @@ def main(argv=None):
                    help="terminal config JSON (default: the TEST-ONLY bench config)")
     t.add_argument("--baud", type=int, default=None)
     t.add_argument("--heap", default=vboard.TERMINAL_HEAP, help="MicroPython heap size (-X heapsize)")
-    t.add_argument("--firmware", choices=FIRMWARE, default="mpy",
-                   help="default mpy: the source tree compiled with mpy-cross, as deployed")
+    t.add_argument("--interp", choices=vboard.INTERPS, default="64", help=INTERP_HELP)
+    t.add_argument("--firmware", choices=FIRMWARE, default=None,
+                   help="default mpy: the source tree compiled with mpy-cross, as deployed; "
+                        "frozen (the default with --interp 32): the modules frozen in the build")
     t.set_defaults(fn=cmd_board)
     n = sub.add_parser("nullmodem", help="create a virtual serial cable and print its two ends")
     n.add_argument("--baud", type=int, default=None)

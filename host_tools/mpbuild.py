@@ -155,7 +155,17 @@ def binary(target, base=False):
 
 
 def build(target, base=False, force=False, jobs=None):
-    """Build (or find cached) target; returns the binary's path."""
+    """Build (or find cached) target; returns the binary's path. One build at a time
+    per checkout (a lock file): concurrent benches and test sessions wait for it."""
+    import fcntl
+
+    os.makedirs(BUILD, exist_ok=True)
+    with open(os.path.join(BUILD, ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _build(target, base, force, jobs)
+
+
+def _build(target, base, force, jobs):
     if target == "vboard32":
         _need("gcc", "install gcc and gcc-multilib (apt-get install -y gcc-multilib)")
     else:

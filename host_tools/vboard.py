@@ -30,6 +30,28 @@ def micropython():
     return found
 
 
+INTERPS = ("64", "32")
+
+
+def interpreter(interp="64"):
+    """The interpreter for --interp: 64 = the pinned one (firmware from the tree, .mpy);
+    32 = build/mp/vboard32/micropython32, the unix port 32-bit with the firmware and the
+    unix HAL frozen in (host_tools/mpbuild.py builds it when missing or out of date)."""
+    if str(interp) == "64":
+        return micropython()
+    if str(interp) != "32":
+        raise SystemExit("unknown interpreter %r: %s" % (interp, " or ".join(INTERPS)))
+    from host_tools import mpbuild
+
+    return mpbuild.build("vboard32")
+
+
+def frozen_path(*extra):
+    """MICROPYPATH for the 32-bit build: its frozen modules (the firmware and the board
+    HAL) come first, so nothing from the source tree shadows them."""
+    return ":".join((".frozen",) + extra + (UNIX_BOARD,))
+
+
 def mp_path(*extra):
     # MICROPYPATH replaces the whole path: keep .frozen or asyncio is gone.
     return ":".join((".frozen",) + extra + (UNIX_BOARD,))
@@ -53,9 +75,9 @@ def board_env(flash, printer=None, ecr=None, firmware=FIRMWARE, cut_at=0, torn=F
     return env
 
 
-def board_argv(heap=DEFAULT_HEAP):
+def board_argv(heap=DEFAULT_HEAP, interp="64"):
     # -i: when the application stops (Ctrl-C on the console) the REPL follows.
-    return [micropython(), "-X", "heapsize=" + heap, "-i", os.path.join(UNIX_BOARD, "vboot.py")]
+    return [interpreter(interp), "-X", "heapsize=" + heap, "-i", os.path.join(UNIX_BOARD, "vboot.py")]
 
 
 class Board:
