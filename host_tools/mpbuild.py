@@ -118,7 +118,7 @@ def _need(tool, hint):
 def _firmware_hash(h, with_firmware):
     paths = [os.path.abspath(__file__)]
     if with_firmware:
-        for top in ("firmware", os.path.join("boards", "unix")):
+        for top in ("firmware", os.path.join("boards", "unix"), os.path.join("boards", "qemu")):
             for dirpath, dirs, files in os.walk(os.path.join(REPO, top)):
                 dirs[:] = sorted(d for d in dirs if d != "__pycache__")
                 paths += [os.path.join(dirpath, f) for f in sorted(files) if f.endswith(".py")]
@@ -132,7 +132,7 @@ def _firmware_hash(h, with_firmware):
 
 def _manifest(target, base):
     """The manifest file this build freezes (written under build/mp)."""
-    opts = {"vboard32": "board=\"unix\"", "qemu": "asyncio_py=False"}[target]
+    opts = {"vboard32": "board=\"unix\"", "qemu": "board=\"qemu\""}[target]
     path = os.path.join(BUILD, "%s%s-manifest.py" % (target, "-base" if base else ""))
     if base:
         text = 'include("$(MPY_DIR)/extmod/asyncio")\n'
