@@ -9,12 +9,25 @@
   refundctl --port DEV reprint RID --operator ID --pin PIN [--json]
   refundctl --port DEV report --operator ID --pin PIN [--json]
 
+On the terminal's USB console (the service link, docs/service-link.md):
+  refundctl --port CONSOLE info | status | outbox | metrics | config | explain RID [--json]
+  refundctl --port CONSOLE logs [-o FILE.jsonl] [--since CURSOR] [--follow]
+  refundctl --port CONSOLE bundle -o FILE.zip
+  refundctl --port CONSOLE --tech-key HEX retry | reprint RID | report | clock [--set UTC]
+  refundctl --port DEV logs --via mpremote [-o FILE.jsonl]      # the application is down
+status, reprint and report exist on both links: --link auto (default) first sends a
+service `info` frame (harmless to the ECR parser) and uses the console if it answers.
+refund/query/cancel/list are ECR commands: an ECR frame's ETX (0x03) is a Ctrl-C on a
+console, so they are never sent there (--link auto checks the port first).
+
 --port is a tty path or any pyserial URL (socket://HOST:PORT, rfc2217://, loop://).
 Every request carries an ECR sequence number (--seq, default from the clock); when no
 reply comes within --timeout the *same* frame (same seq) is sent again, up to --tries
 times: the terminal recognises the resend and answers with the same rid.
 
-Exit status: 0 answered, 1 refused (JSON {"error": text, "reason": code}), 3 no reply.
+Exit status: 0 answered, 1 refused (JSON {"error": text, "reason": code}), 2 usage,
+3 no reply (no board, cannot open the port, timeout, bad CRC after retries); the reason
+is one line on stderr.
 """
 import argparse
 import binascii
@@ -285,9 +298,17 @@ def parser():
     p.add_argument("--tries", type=int, default=3, help="sends of the same frame before giving up")
     p.add_argument("--seq", type=int, help="ECR sequence number (default: from the clock)")
     p.add_argument("--verbose", "-v", action="store_true", help="log resends on stderr")
+    p.add_argument("--link", choices=("auto", "console", "ecr"), default=None,
+                   help="which port --port is (default: ECR commands ecr, service commands console, "
+                        "status/reprint/report auto: probed with a service info frame)")
+    p.add_argument("--tech-key", help="technician key (hex) for retry/reprint/report/clock on the "
+                                      "console (default: env REFUND_TECH_KEY); never printed")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--json", action="store_true", help="print one JSON object")
     common.add_argument("--port", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    common.add_argument("--link", default=argparse.SUPPRESS, choices=("auto", "console", "ecr"),
+                        help=argparse.SUPPRESS)
+    common.add_argument("--tech-key", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     sub = p.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("refund", parents=[common], help="queue a refund")
     r.add_argument("--amount", required=True, help="minor units (e.g. 1250 = 12.50)")
@@ -310,17 +331,89 @@ def parser():
                    help="printer state, host link, live/pending/stale refunds, oldest age")
     rp = sub.add_parser("reprint", parents=[common], help="print a printed refund's receipt again (REPRINT)")
     rp.add_argument("rid")
-    rp.add_argument("--operator", required=True)
-    rp.add_argument("--pin", required=True)
+    rp.add_argument("--operator", help="ECR link: operator id (console: --tech-key)")
+    rp.add_argument("--pin", help="ECR link: the operator's PIN")
     rr = sub.add_parser("report", parents=[common], help="print the queue report for staff")
-    rr.add_argument("--operator", required=True)
-    rr.add_argument("--pin", required=True)
+    rr.add_argument("--operator", help="ECR link: operator id (console: --tech-key)")
+    rr.add_argument("--pin", help="ECR link: the operator's PIN")
+    _service_parsers(sub, common)
     return p
+
+
+SERVICE_ONLY = ("info", "outbox", "metrics", "config", "explain", "logs", "bundle", "retry", "clock")
+BOTH = ("status", "reprint", "report")
+
+
+def _service_parsers(sub, common):
+    for name, text in (("info", "firmware, board, uptime, reset reason, free flash and heap, log cursors"),
+                       ("outbox", "every outbox entry"), ("metrics", "counters"),
+                       ("config", "the config, redacted"),
+                       ("retry", "privileged: every waiting refund is due now, the host is probed now")):
+        sub.add_parser(name, parents=[common], help="console: " + text)
+    e = sub.add_parser("explain", parents=[common], help="console: one refund's timeline")
+    e.add_argument("rid")
+    lg = sub.add_parser("logs", parents=[common], help="console: pull the event log as JSON Lines")
+    lg.add_argument("-o", "--output", help="JSON Lines file: appended, a pull resumes after its last seq")
+    lg.add_argument("--since", type=int, help="cursor: first seq wanted (default 0, or resume -o)")
+    lg.add_argument("--follow", action="store_true", help="keep polling for new records")
+    lg.add_argument("--via", choices=("service", "mpremote"), default="service",
+                    help="mpremote: copy the segments over the raw REPL (the application is down)")
+    lg.add_argument("--ev-dir", default="/flash/ev", help="with --via mpremote: the log directory")
+    lg.add_argument("--progress", action="store_true", default=None, help="progress bar even if not a tty")
+    lg.add_argument("--no-progress", dest="progress", action="store_false")
+    b = sub.add_parser("bundle", parents=[common], help="console: zip of logs, outbox, status... + report.html")
+    b.add_argument("-o", "--output", required=True)
+    c = sub.add_parser("clock", parents=[common], help="console, privileged: set the UTC clock")
+    c.add_argument("--set", type=int, help="UTC seconds (default: this computer's clock)")
+
+
+def _which_link(a, err):
+    """'console' or 'ecr' for this command (probing the port for --link auto)."""
+    link = a.link or ("console" if a.cmd in SERVICE_ONLY else "auto" if a.cmd in BOTH else "ecr")
+    if link != "auto":
+        return link
+    from host_tools import svclink
+
+    c = svclink.Client(a.port, a.baud, timeout=0.6, tries=2)
+    try:
+        return "console" if c.probe(timeout=0.6) else "ecr"
+    finally:
+        c.close()
 
 
 def run(a, out=None, err=None):
     out = out or sys.stdout
     err = err or sys.stderr
+    if getattr(a, "via", None) != "mpremote":
+        try:
+            link = _which_link(a, err)
+        except Exception as e:  # svclink.LinkError: the port does not open
+            return _fail(a, out, err, str(e), "no_port", EXIT_NO_REPLY)
+    else:
+        link = "console"
+    if link == "console":
+        from host_tools import svcctl
+
+        if a.cmd not in SERVICE_ONLY + BOTH:
+            return _fail(a, out, err, "%s is an ECR command: the console does not take it (it would "
+                         "stop the application)" % a.cmd, "usage", 2)
+        return svcctl.main_service(a, out, err)
+    if a.cmd in SERVICE_ONLY:
+        return _fail(a, out, err, "%s is a console command (service link): not on the ECR link" % a.cmd, "usage", 2)
+    if a.cmd in ("reprint", "report") and not (a.operator and a.pin):
+        return _fail(a, out, err, "%s on the ECR link needs --operator and --pin (on the console: "
+                     "--tech-key)" % a.cmd, "usage", 2)
+    return run_ecr(a, out, err)
+
+
+def _fail(a, out, err, text, reason, code):
+    print("refundctl: " + " ".join(str(text).split()), file=err)
+    if getattr(a, "json", False):
+        print(json.dumps({"error": text, "reason": reason}), file=out)
+    return code
+
+
+def run_ecr(a, out, err):
     log = (lambda m: print("refundctl: " + m, file=err)) if a.verbose else None
     seq = a.seq if a.seq is not None else new_seq()
     if not 1 <= seq <= 999999999:
@@ -362,6 +455,8 @@ def run(a, out=None, err=None):
         link.close()
     if a.json:
         print(json.dumps(res, sort_keys=True), file=out)
+        if code:
+            print("refundctl: " + " ".join(_human(a.cmd, code, res).split()), file=err)
     else:
         print(_human(a.cmd, code, res), file=err if code else out)
     return code
