@@ -108,8 +108,8 @@ def _utc(t):
 LANES = ("refunds", "sends", "host outages", "printer faults")
 
 
-def timeline_png(records):
-    """PNG bytes of the timeline plot."""
+def timeline_png(records, end=None):
+    """PNG bytes of the timeline plot; an outage still open is drawn up to end (UTC s)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -143,6 +143,8 @@ def timeline_png(records):
             elif fine and pfault is not None:
                 spans.append((pfault, t))
                 pfault = None
+    if last is not None and end and not relative:
+        last = max(last, end)
     if down is not None and last is not None:
         outages.append((down, max(last, down + 1)))
     if pfault is not None and last is not None:
@@ -187,11 +189,11 @@ td,th{border:1px solid #bbb;padding:3px 8px;text-align:left;font-size:13px}th{ba
 .stuck{background:#fff1f0}img{max-width:100%;border:1px solid #ccc}h1{font-size:20px}h2{font-size:16px}"""
 
 
-def _table(tid, head, rows):
+def _table(tid, head, rows, mark=False):
     e = html.escape
     out = ['<table id="%s"><thead><tr>%s</tr></thead><tbody>' % (tid, "".join("<th>%s</th>" % e(h) for h in head))]
     for row in rows:
-        cls = ' class="stuck"' if row and str(row[1]).startswith("STUCK") else ""
+        cls = ' class="stuck"' if mark else ""
         out.append("<tr%s>%s</tr>" % (cls, "".join("<td>%s</td>" % e(str(c)) for c in row)))
     out.append("</tbody></table>")
     return "\n".join(out)
@@ -218,7 +220,7 @@ def report_html(data):
     info, status, metrics = data.get("info", {}), data.get("status", {}), data.get("metrics", {})
     records, outbox = data.get("records", []), data.get("outbox", [])
     now = info.get("time") or int(time.time())
-    png = base64.b64encode(timeline_png(records)).decode()
+    png = base64.b64encode(timeline_png(records, info.get("time") or None)).decode()
     ts, _rel = event_times(records)
     known = [t for t in ts if t is not None]
     period = "%s .. %s" % (_utc(min(known)), _utc(max(known))) if known and not _rel else "uptime only"
@@ -245,7 +247,7 @@ def report_html(data):
              "<h2>Status</h2>", _table("status", ["item", "value"], srows),
              "<h2>Stuck refunds</h2>",
              _table("stuck", ["rid", "state", "amount", "captured (UTC)", "age", "sends", "last event", "next step"],
-                    stuck) if stuck else '<p id="nothing-stuck">Nothing is stuck.</p>'
+                    stuck, mark=True) if stuck else '<p id="nothing-stuck">Nothing is stuck.</p>'
              + _table("stuck", ["rid", "state"], [["-", "nothing is stuck"]]),
              "<h2>Timeline</h2>",
              '<img id="timeline" alt="timeline of refunds, sends, host outages and printer faults" '
