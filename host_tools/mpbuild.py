@@ -181,6 +181,16 @@ def _build(target, base, force, jobs):
         h.update(f.read())
     _firmware_hash(h, not base)
     key = h.hexdigest()
+    # Build options, C sources and config headers (boards/qemu) changed: build from
+    # clean (the port's qstr extraction does not notice a changed MP_CONFIGFILE).
+    c = hashlib.sha256((ident + "\0" + "\0".join(args)).encode())
+    _firmware_hash(c, False)
+    cfg_stamp = os.path.join(out, ".refund-config")
+    if os.path.isdir(out) and (not os.path.exists(cfg_stamp) or open(cfg_stamp).read() != c.hexdigest()):
+        shutil.rmtree(out)
+    os.makedirs(out, exist_ok=True)
+    with open(cfg_stamp, "w") as f:
+        f.write(c.hexdigest())
     stamp = os.path.join(out, ".refund-build")
     exe = binary(target, base)
     if not force and os.path.exists(exe) and os.path.exists(stamp) and open(stamp).read() == key:

@@ -1,6 +1,6 @@
 """Run scripts on the qemu test board: ports/qemu MPS2_AN385 (Cortex-M3) with the firmware
 frozen in, under qemu-system-arm, its UART on a pty, driven through the raw REPL
-(mpremote's transport, as `make test` in ports/qemu does with run-tests.py).
+(raw-paste mode, as mpremote and ports/qemu's `make test` via run-tests.py do).
 
   python -m host_tools.qemurun SCRIPT.py [SCRIPT.py ...]   # each after a soft reset
   python -m host_tools.qemurun -c "import refund.iso8583"
@@ -12,10 +12,12 @@ exception on the board.
 import argparse
 import os
 import re
+import select
 import shutil
 import subprocess
 import sys
 import time
+import tty
 
 from host_tools import REPO
 
@@ -50,21 +52,70 @@ class Qemu:
         if pty is None:
             self.close()
             raise QemuError("qemu printed no pty: %s" % seen.decode(errors="replace"))
-        from mpremote.transport_serial import SerialTransport
+        self.fd = os.open(pty, os.O_RDWR | os.O_NOCTTY)
+        tty.setraw(self.fd)
+        self.buf = b""
+        os.write(self.fd, b"\r\x03\x03\r\x01")  # interrupt, raw REPL
+        self._until(b"raw REPL; CTRL-B to exit\r\n>", 20)
 
-        self.t = SerialTransport(pty, baudrate=115200)
-        self.t.enter_raw_repl(soft_reset=False)
+    def _until(self, marker, timeout):
+        """Read until marker; return what came before it (the rest stays buffered)."""
+        end = time.time() + timeout
+        while marker not in self.buf:
+            left = end - time.time()
+            if left <= 0 or self.proc.poll() is not None:
+                raise QemuError("no %r from the qemu board within %ss; got %r"
+                                % (marker, timeout, self.buf[-500:]))
+            r, _, _ = select.select([self.fd], [], [], min(left, 1.0))
+            if r:
+                self.buf += os.read(self.fd, 65536)
+        i = self.buf.index(marker)
+        out, self.buf = self.buf[:i], self.buf[i + len(marker):]
+        return out
+
+    def _paste(self, data):
+        """Raw-paste mode: the board grants a window of bytes and acks each with 0x01."""
+        os.write(self.fd, b"\x05A\x01")
+        self._until(b"R", 10)
+        while len(self.buf) < 3:
+            self._fill()
+        if self.buf[:1] != b"\x01":
+            raise QemuError("raw-paste refused: %r" % self.buf[:20])
+        window = self.buf[1] | (self.buf[2] << 8)
+        self.buf = self.buf[3:]
+        credit, i = window, 0
+        while i < len(data):
+            while credit == 0 or self.buf:
+                if not self.buf:
+                    self._fill()
+                c, self.buf = self.buf[:1], self.buf[1:]
+                if c == b"\x01":
+                    credit += window
+                elif c == b"\x04":
+                    raise QemuError("the board ended the paste early")
+            n = min(credit, len(data) - i)
+            os.write(self.fd, data[i:i + n])
+            i += n
+            credit -= n
+        os.write(self.fd, b"\x04")
+        self._until(b"\x04", 30)  # compiled; running
+
+    def _fill(self, timeout=30):
+        r, _, _ = select.select([self.fd], [], [], timeout)
+        if not r:
+            raise QemuError("the qemu board went silent")
+        self.buf += os.read(self.fd, 65536)
 
     def run(self, code, timeout=120, soft_reset=True, check=True):
         """Run code (str) in a fresh interpreter; (stdout, stderr) as text."""
         if soft_reset:
-            self.t.serial.write(b"\x04")  # soft reset from the raw REPL prompt
-            data = self.t.read_until(1, b"soft reboot\r\n", timeout_overall=20)
-            if not data.endswith(b"soft reboot\r\n"):
-                raise QemuError("no soft reboot: %r" % data[-200:])
-            data = self.t.read_until(1, b"raw REPL; CTRL-B to exit\r\n", timeout_overall=20)
-        self.t.exec_raw_no_follow(code)
-        out, err = self.t.follow(timeout)
+            os.write(self.fd, b"\x04")  # soft reset at the raw REPL prompt
+            self._until(b"soft reboot\r\n", 20)
+            self._until(b"raw REPL; CTRL-B to exit\r\n>", 20)
+        self._paste(code.encode() if isinstance(code, str) else code)
+        out = self._until(b"\x04", timeout)
+        err = self._until(b"\x04", timeout)
+        self._until(b">", timeout)
         out, err = out.decode(errors="replace").replace("\r\n", "\n"), err.decode(errors="replace")
         if check and err:
             raise QemuError("exception on the qemu board:\n--- stdout\n%s\n--- stderr\n%s"
@@ -73,7 +124,7 @@ class Qemu:
 
     def close(self):
         try:
-            self.t.close()
+            os.close(self.fd)
         except Exception:
             pass
         if self.proc.poll() is None:

@@ -19,7 +19,8 @@ CTL = os.path.join(os.path.dirname(sys.executable), "refundctl")
 
 
 class Shop:
-    def __init__(self, workdir, faults=None, config=None, sales=None, seed=1, printer_kw=None, heap=None):
+    def __init__(self, workdir, faults=None, config=None, sales=None, seed=1, printer_kw=None, heap=None,
+                 interp="64"):
         self.dir = str(workdir)
         os.makedirs(self.dir, exist_ok=True)
         self.sim = HostSim(bytes.fromhex(KEY), seed=seed, faults=faults or Faults(),
@@ -31,6 +32,7 @@ class Shop:
         self.flash = os.path.join(self.dir, "terminal.img")
         self.config = config
         self.heap = heap
+        self.interp = interp  # "32": the 32-bit build, firmware frozen (--interp 32)
         self.board = None
         self.seq = int(time.time()) % 100000 * 10
         self.boot()
@@ -41,6 +43,8 @@ class Shop:
             args += ["--config", self.config]
         if self.heap:
             args += ["--heap", self.heap]
+        if self.interp != "64":
+            args += ["--interp", self.interp]
         self.board = Board(self.flash, args=args, cmd="terminal")
         self.status = self.board.ready(timeout=30)
         return self.status

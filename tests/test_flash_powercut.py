@@ -69,6 +69,8 @@ def _steps(out):
     return [int(l.split()[1]) for l in out.splitlines() if l.startswith("STEP")]
 
 
+# Both interpreters (the mp fixture follows interp): pinned 64-bit and 32-bit frozen.
+@pytest.mark.parametrize("interp", ["64", "32"], indirect=True)
 def test_counters_and_dead_device(mp, tmp_path):
     img = str(tmp_path / "f.img")
     r = mp(r"""
@@ -99,6 +101,7 @@ print("OK")
     assert "heap is locked" not in r.stderr + r.stdout
 
 
+@pytest.mark.parametrize("interp", ["64", "32"], indirect=True)
 def test_power_cut_at_every_program_and_erase(mp, tmp_path):
     base = str(tmp_path / "base.img")
     _run(mp, base, code="import board\nfrom refund.log import log\nboard.mount_flash(log)\n")

@@ -11,6 +11,9 @@ import shutil
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
+
+from conftest import mp_env_path, mp_exe
 from host_tools import REPO, vboard
 
 SESSION = os.path.join(REPO, "tests", "mp", "outbox_session.py")
@@ -18,10 +21,10 @@ CHECK = os.path.join(REPO, "tests", "mp", "outbox_check.py")
 APPROVED, PRINTED = 2, 3
 
 
-def _mp(script, img, cut=0, torn=False):
+def _mp(script, img, cut=0, torn=False, interp="64"):
     env = vboard.board_env(img, cut_at=cut, torn=torn)
-    env["MICROPYPATH"] = vboard.mp_path(vboard.FIRMWARE)
-    r = subprocess.run([vboard.micropython(), "-X", "heapsize=256k", script], env=env,
+    env["MICROPYPATH"] = mp_env_path(interp)
+    r = subprocess.run([mp_exe(interp), "-X", "heapsize=256k", script], env=env,
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     return r.stdout
@@ -44,14 +47,20 @@ def _events(out):
     return acked, last, trying, begun
 
 
-def _check_cut(base, tmp, k, torn):
+def _check_cut(base, tmp, k, torn, interp="64"):
     img = os.path.join(tmp, "cut-%d-%d.img" % (k, torn))
     shutil.copy(base, img)
-    w = _mp(SESSION, img, cut=k, torn=torn)
+    w = _mp(SESSION, img, cut=k, torn=torn, interp=interp)
+    c = _mp(CHECK, img, interp=interp)
+    os.remove(img)
+    return verify_cut(w, c, k, torn)
+
+
+def verify_cut(w, c, k, torn):
+    """Check one cut: w = the session's output up to the cut, c = the fresh boot's
+    checker output on the same flash (tests/test_qemu.py uses it too)."""
     assert "CUT" in w and "DONE" not in w, (k, torn, w[-500:])
     acked, last, trying, begun = _events(w)
-    c = _mp(CHECK, img)
-    os.remove(img)
     where = "cut at op %d (%s): " % (k, "torn" if torn else "clean")
     lines = c.splitlines()
     assert "FORMATTED False" in lines, where + c
@@ -83,20 +92,23 @@ def _check_cut(base, tmp, k, torn):
     return 1
 
 
-def test_power_cut_at_every_program_and_erase(tmp_path):
+# Both interpreters: the pinned 64-bit one (firmware from the tree) and the 32-bit build
+# with the firmware frozen (tests/conftest.py builds it), at every cut point.
+@pytest.mark.parametrize("interp", ["64", "32"], indirect=True)
+def test_power_cut_at_every_program_and_erase(tmp_path, interp):
     base = str(tmp_path / "base.img")
     full = str(tmp_path / "full.img")
-    _mp(CHECK.replace("outbox_check", "outbox_check"), base)  # format + empty outbox
+    _mp(CHECK.replace("outbox_check", "outbox_check"), base, interp=interp)  # format + empty outbox
     # The checker above also made two refunds: start the session from a clean outbox.
     os.remove(base)
     env_img = base
-    subprocess.run([vboard.micropython(), "-c",
+    subprocess.run([mp_exe(interp), "-c",
                     "import board\nfrom refund.outbox import Outbox\nboard.mount_flash(print)\n"
                     "Outbox('/flash/ob', board.now, print).recover()\n"],
-                   env=dict(vboard.board_env(env_img), MICROPYPATH=vboard.mp_path(vboard.FIRMWARE)),
+                   env=dict(vboard.board_env(env_img), MICROPYPATH=mp_env_path(interp)),
                    check=True, capture_output=True)
     shutil.copy(base, full)
-    out = _mp(SESSION, full)
+    out = _mp(SESSION, full, interp=interp)
     assert "COMPACTED" in out and "DONE" in out
     total = int(out.split("DONE")[1])
     acked, last, _, _ = _events(out)
@@ -105,7 +117,7 @@ def test_power_cut_at_every_program_and_erase(tmp_path):
     assert states >= {1, 2, 3, 4, 5, 6}, states  # every lifecycle state is passed
     jobs = [(k, t) for k in range(1, total + 1) for t in (False, True)]
     with ThreadPoolExecutor(max(2, os.cpu_count() or 2)) as pool:
-        done = sum(pool.map(lambda kt: _check_cut(base, str(tmp_path), *kt), jobs))
-    print("\noutbox power cuts: %d cut points (%d programs+erases, clean and torn), "
-          "%d refunds acknowledged in the full session" % (done, total, len(acked)))
+        done = sum(pool.map(lambda kt: _check_cut(base, str(tmp_path), *kt, interp=interp), jobs))
+    print("\noutbox power cuts (%s-bit): %d cut points (%d programs+erases, clean and torn), "
+          "%d refunds acknowledged in the full session" % (interp, done, total, len(acked)))
     assert done == len(jobs) and done >= 1000

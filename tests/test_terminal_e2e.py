@@ -10,6 +10,10 @@ import pytest
 from host_tools.fwrun import fill_outbox
 from host_tools.shop import BENCH_CFG, CTL, Shop
 
+# Every test here runs twice: on the pinned 64-bit interpreter (firmware as mpy-cross
+# output) and on the 32-bit build with the firmware frozen (refund-bench --interp 32).
+pytestmark = pytest.mark.parametrize("interp", ["64", "32"], indirect=True)
+
 
 
 def test_refund_is_queued_approved_and_printed_once(shop):
@@ -93,13 +97,13 @@ def test_power_cut_between_request_and_reply_never_queues_twice(shop):
     assert len({e["rid"] for e in shop.ctl("list")["refunds"]}) <= 4
 
 
-def test_test_credentials_refused_on_a_real_board(tmp_path):
+def test_test_credentials_refused_on_a_real_board(tmp_path, interp):
     with open(BENCH_CFG) as f:
         cfg = json.load(f)
     cfg["bench"] = False
     path = tmp_path / "real.json"
     path.write_text(json.dumps(cfg))
-    s = Shop(tmp_path, config=str(path))
+    s = Shop(tmp_path, config=str(path), interp=interp)
     try:
         r = s.refund(100)
         assert r["_rc"] != 0 and r["reason"] == "test_credentials", r
@@ -161,13 +165,13 @@ def test_reprint_and_queue_report_through_refundctl(shop):
     assert q["rid"] in text, text
 
 
-def test_stale_refund_is_flagged_and_keeps_retrying(tmp_path):
+def test_stale_refund_is_flagged_and_keeps_retrying(tmp_path, interp):
     with open(BENCH_CFG) as f:
         cfg = json.load(f)
     cfg["limits"] = dict(cfg.get("limits", {}), stale_s=2)
     path = tmp_path / "stale.json"
     path.write_text(json.dumps(cfg))
-    s = Shop(tmp_path, config=str(path))
+    s = Shop(tmp_path, config=str(path), interp=interp)
     try:
         s.sim.stop()  # the host is down: the refund waits
         r = s.refund(777, orrn="ORIGSTALE001", check=True)
@@ -181,12 +185,12 @@ def test_stale_refund_is_flagged_and_keeps_retrying(tmp_path):
         s.close()
 
 
-def test_a_full_outbox_boots_drains_and_answers_on_the_bench_heap(tmp_path):
+def test_a_full_outbox_boots_drains_and_answers_on_the_bench_heap(tmp_path, interp):
     # The outage case: max_live refunds waiting when the terminal boots. It must start
     # on the board-sized heap, send them all, and keep answering the ECR meanwhile.
     n = 500
     fill_outbox(str(tmp_path / "terminal.img"), n)
-    s = Shop(tmp_path)
+    s = Shop(tmp_path, interp=interp)
     try:
         assert s.status["terminal"] and s.status["outbox"]["live"] == n, s.status
         full = s.refund(100, orrn="ORIGFULL0001")

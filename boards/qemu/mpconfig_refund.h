@@ -6,3 +6,7 @@
 
 #undef MICROPY_PY_ASYNCIO
 #define MICROPY_PY_ASYNCIO (1)
+
+// os.urandom (the outbox's rid prefix, intake's salt) on the port's mp_hal_get_random;
+// a board has a hardware RNG there (ESP32, RP2040), the emulator an LCG.
+#define MICROPY_PY_OS_URANDOM (1)
