@@ -1,4 +1,5 @@
-"""refundctl: talk to the terminal's ECR link like a cash register (docs/ecr-link.md).
+"""refundctl: the terminal's ECR link, like a cash register (docs/ecr-link.md), and its USB
+console, the technician's service link (docs/service-link.md; host_tools/svcctl.py).
 
   refundctl --port DEV refund --amount MINOR --orig-rrn RRN --operator ID --pin PIN
             [--supervisor ID --supervisor-pin PIN] [--currency 156] [--confirm-duplicate] [--json]
@@ -290,7 +291,7 @@ def _build(a, seq):
 
 
 def parser():
-    p = argparse.ArgumentParser(prog="refundctl", description="ECR link client for the refund terminal",
+    p = argparse.ArgumentParser(prog="refundctl", description="ECR link and service link (USB console) client for the refund terminal",
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     p.add_argument("--port", help="tty path or pyserial URL (socket://HOST:PORT)")
     p.add_argument("--baud", type=int, default=115200)
@@ -336,35 +337,14 @@ def parser():
     rr = sub.add_parser("report", parents=[common], help="print the queue report for staff")
     rr.add_argument("--operator", help="ECR link: operator id (console: --tech-key)")
     rr.add_argument("--pin", help="ECR link: the operator's PIN")
-    _service_parsers(sub, common)
+    from host_tools import svcctl
+
+    svcctl.add_parsers(sub, common)
     return p
 
 
 SERVICE_ONLY = ("info", "outbox", "metrics", "config", "explain", "logs", "bundle", "retry", "clock")
 BOTH = ("status", "reprint", "report")
-
-
-def _service_parsers(sub, common):
-    for name, text in (("info", "firmware, board, uptime, reset reason, free flash and heap, log cursors"),
-                       ("outbox", "every outbox entry"), ("metrics", "counters"),
-                       ("config", "the config, redacted"),
-                       ("retry", "privileged: every waiting refund is due now, the host is probed now")):
-        sub.add_parser(name, parents=[common], help="console: " + text)
-    e = sub.add_parser("explain", parents=[common], help="console: one refund's timeline")
-    e.add_argument("rid")
-    lg = sub.add_parser("logs", parents=[common], help="console: pull the event log as JSON Lines")
-    lg.add_argument("-o", "--output", help="JSON Lines file: appended, a pull resumes after its last seq")
-    lg.add_argument("--since", type=int, help="cursor: first seq wanted (default 0, or resume -o)")
-    lg.add_argument("--follow", action="store_true", help="keep polling for new records")
-    lg.add_argument("--via", choices=("service", "mpremote"), default="service",
-                    help="mpremote: copy the segments over the raw REPL (the application is down)")
-    lg.add_argument("--ev-dir", default="/flash/ev", help="with --via mpremote: the log directory")
-    lg.add_argument("--progress", action="store_true", default=None, help="progress bar even if not a tty")
-    lg.add_argument("--no-progress", dest="progress", action="store_false")
-    b = sub.add_parser("bundle", parents=[common], help="console: zip of logs, outbox, status... + report.html")
-    b.add_argument("-o", "--output", required=True)
-    c = sub.add_parser("clock", parents=[common], help="console, privileged: set the UTC clock")
-    c.add_argument("--set", type=int, help="UTC seconds (default: this computer's clock)")
 
 
 def _which_link(a, err):

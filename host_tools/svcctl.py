@@ -36,6 +36,30 @@ def tech_key(a):
     return k
 
 
+def add_parsers(sub, common):
+    """The console commands, for refundctl's argument parser."""
+    for name, text in (("info", "firmware, board, uptime, reset reason, free flash and heap, log cursors"),
+                       ("outbox", "every outbox entry"), ("metrics", "counters"),
+                       ("config", "the config, redacted"),
+                       ("retry", "privileged: every waiting refund is due now, the host is probed now")):
+        sub.add_parser(name, parents=[common], help="console: " + text)
+    e = sub.add_parser("explain", parents=[common], help="console: one refund's timeline")
+    e.add_argument("rid")
+    lg = sub.add_parser("logs", parents=[common], help="console: pull the event log as JSON Lines")
+    lg.add_argument("-o", "--output", help="JSON Lines file: appended, a pull resumes after its last seq")
+    lg.add_argument("--since", type=int, help="cursor: first seq wanted (default 0, or resume -o)")
+    lg.add_argument("--follow", action="store_true", help="keep polling for new records")
+    lg.add_argument("--via", choices=("service", "mpremote"), default="service",
+                    help="mpremote: copy the segments over the raw REPL (the application is down)")
+    lg.add_argument("--ev-dir", default="/flash/ev", help="with --via mpremote: the log directory")
+    lg.add_argument("--progress", action="store_true", default=None, help="progress bar even if not a tty")
+    lg.add_argument("--no-progress", dest="progress", action="store_false")
+    b = sub.add_parser("bundle", parents=[common], help="console: zip of logs, outbox, status... + report.html")
+    b.add_argument("-o", "--output", required=True)
+    c = sub.add_parser("clock", parents=[common], help="console, privileged: set the UTC clock")
+    c.add_argument("--set", type=int, help="UTC seconds (default: this computer's clock)")
+
+
 # ---- fetching -------------------------------------------------------------------------
 
 def outbox_entries(c):

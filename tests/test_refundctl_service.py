@@ -131,7 +131,7 @@ def ctl(port, *args, timeout=60, env=None):
     e = dict(os.environ)
     e.pop("REFUND_TECH_KEY", None)
     e.update(env or {})
-    return subprocess.run([CTL, "--port", port, "--timeout", "1"] + list(args), capture_output=True,
+    return subprocess.run([CTL, "--port", port, "--timeout", "2"] + list(args), capture_output=True,
                           text=True, timeout=timeout, env=e)
 
 
@@ -150,7 +150,7 @@ def test_a_lost_reply_is_asked_again_with_the_same_request(board):
     r = ctl(b.path, "info", "--json")
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["fw"] == "9.9"
-    assert len(b.seen) == 2 and b.seen[0] == b.seen[1]  # same id, same request
+    assert len(b.seen) >= 2 and all(q == b.seen[0] for q in b.seen)  # same id, same request
 
 
 def test_bad_crc_after_retries_is_a_one_line_failure(board):

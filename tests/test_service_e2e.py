@@ -201,3 +201,32 @@ def test_logs_via_mpremote_when_the_firmware_crashes_at_boot(shop, tmp_path):
     got = {json.loads(x)["seq"]: json.loads(x) for x in out.read_text().splitlines()}
     assert set(want) <= set(got) and all(got[k] == want[k] for k in want)
     assert any(x["rid"] == rid and x["name"] == "approved" for x in got.values())
+
+
+def test_explain_counts_every_send_and_its_outcome_when_answers_are_lost(tmp_path):
+    from host_tools.hostsim import Faults
+    from host_tools.shop import BENCH_CFG, Shop
+
+    cfg = json.load(open(BENCH_CFG))
+    cfg["host_link"] = {"response_ms": 700, "backoff_base_ms": 50, "backoff_cap_ms": 300}
+    path = tmp_path / "fast.config.json"
+    path.write_text(json.dumps(cfg))
+    shop = Shop(tmp_path / "shop", faults=Faults(drop_answer=0.5), config=str(path), seed=3)
+    try:
+        rids = take(shop, 4)
+        tech = Tech(shop, tmp_path)
+        resent = 0
+        for rid in rids:
+            line = [l for l in shop.sim.ledger if l["rid"] == rid]
+            assert len(line) == 1  # however often it was sent, the money moved once
+            out = json.loads(tech("explain", rid, "--json").stdout)
+            sends = [e for e in out["events"] if e["name"] == "send"]
+            chain = out["timeline"][1]
+            assert "sent %d time" % len(sends) in chain, chain
+            assert "host approved RRN %s auth %s" % (line[0]["rrn"], line[0]["auth"]) in chain
+            if len(sends) > 1:
+                resent += 1
+                assert "timeout" in chain and "answered" in chain, chain
+        assert resent, "no answer was dropped: the test proved nothing (change the seed)"
+    finally:
+        shop.close()
