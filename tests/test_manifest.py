@@ -49,3 +49,16 @@ def test_board_manifest_adds_the_port_manifest_and_the_hal(tmp_path, board):
     got = frozen(os.path.join(REPO, "boards", board, "manifest.py"), tmp_path)
     assert len(got) == len(set(got)), "a file frozen twice"  # asyncio included twice, kept once
     assert set(firmware_files()) | {"board.py", "_boot.py", "asyncio/core.py"} <= set(got)
+
+
+def test_no_micropython_source_stops_with_the_version_to_fetch(tmp_path, monkeypatch):
+    monkeypatch.delenv("MICROPY_SRC", raising=False)
+    monkeypatch.setenv("MICROPY_TARBALL", str(tmp_path / "missing.tar.gz"))
+    with pytest.raises(SystemExit) as e:
+        mpbuild.source()
+    msg = str(e.value)
+    assert "1c3c201149f3" in msg and "v1.29.0-preview" in msg and "MICROPY_SRC" in msg, msg
+    monkeypatch.setenv("MICROPY_SRC", str(tmp_path))
+    with pytest.raises(SystemExit) as e:
+        mpbuild.source()
+    assert "not a MicroPython tree" in str(e.value)
