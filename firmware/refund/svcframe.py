@@ -19,7 +19,6 @@ MARK = const(0x1E)
 DLE = const(0x10)
 CTRL_C = const(0x03)
 TIMEOUT_MS = const(1000)
-MAX_SEND = const(2048)
 _OUT = const(0)  # between frames: text
 _IN = const(1)  # collecting a frame
 _SKIP = const(2)  # a frame error: discarding to its end
@@ -172,12 +171,9 @@ def chunks(parts, scratch):
     lim = len(scratch) - 1  # room for an escaped pair
     esc = _ESC
     hd = bytearray(4)
-    hd[0] = total >> 8
-    hd[1] = total & 0xFF
+    hd[0], hd[1] = total >> 8, total & 0xFF
     scratch[0] = MARK
-    pos = 1
-    crc = 0
-    k = -1
+    pos, crc, k = 1, 0, -1
     while k <= len(parts):
         if k < 0:
             p = memoryview(hd)[:2]
@@ -186,10 +182,7 @@ def chunks(parts, scratch):
             p = parts[k]
             crc = crc32(p, crc)
         else:
-            hd[0] = (crc >> 24) & 0xFF
-            hd[1] = (crc >> 16) & 0xFF
-            hd[2] = (crc >> 8) & 0xFF
-            hd[3] = crc & 0xFF
+            hd[0], hd[1], hd[2], hd[3] = (crc >> 24) & 0xFF, (crc >> 16) & 0xFF, (crc >> 8) & 0xFF, crc & 0xFF
             p = hd
         k += 1
         for b in p:
