@@ -36,7 +36,8 @@ class Tech:
                            text=True, timeout=timeout, env=e)
         self.n += 1
         with open(os.path.join(self.tmp, "refundctl-%02d.log" % self.n), "w") as f:
-            f.write("$ refundctl %s\n%s\n--- stderr\n%s" % (" ".join(args), r.stdout, r.stderr))
+            shown = ["<key>" if i and args[i - 1] == "--tech-key" else x for i, x in enumerate(args)]
+            f.write("$ refundctl %s\n%s\n--- stderr\n%s" % (" ".join(shown), r.stdout, r.stderr))
         return r
 
 
@@ -230,3 +231,28 @@ def test_explain_counts_every_send_and_its_outcome_when_answers_are_lost(tmp_pat
         assert resent, "no answer was dropped: the test proved nothing (change the seed)"
     finally:
         shop.close()
+
+
+def test_privileged_reprint_report_and_clock_on_the_console(shop, tmp_path):
+    rid = take(shop, 1)[0]
+    tech = Tech(shop, tmp_path)
+    key = ["--tech-key", BENCH_TECH_KEY]
+    r = tech(*key, "reprint", rid, "--json")
+    assert r.returncode == 0 and json.loads(r.stdout)["print"] == "started", r.stderr
+    end = time.time() + 30
+    while time.time() < end and not any("REPRINT" in t for _d, t in shop.receipts_for(rid)):
+        time.sleep(0.3)
+    assert any("REPRINT" in t for _d, t in shop.receipts_for(rid))
+    r = tech(*key, "reprint", "ZZZZ-999999")
+    assert r.returncode == 1 and r.stderr == "refundctl: no such refund on this terminal\n"
+    time.sleep(1)  # the reprint job is done before the report (else: busy)
+    r = tech(*key, "report", "--json")
+    assert r.returncode == 0, r.stderr
+    t = int(time.time()) + 3600
+    r = tech(*key, "clock", "--set", str(t), "--json")
+    assert r.returncode == 0 and abs(json.loads(r.stdout)["new"] - t) <= 2, r.stderr
+    r = tech("logs")
+    names = [json.loads(x)["name"] for x in r.stdout.splitlines()]
+    assert names.count("svc_cmd") >= 3 and "clock" in names
+    assert BENCH_TECH_KEY not in "".join(open(os.path.join(tmp_path, f)).read()
+                                         for f in os.listdir(tmp_path) if f.startswith("refundctl-"))
