@@ -67,6 +67,7 @@ class Decoder:
         self.stats = {"frames": 0, "bad_crc": 0, "truncated": 0, "oversized": 0, "bad_byte": 0}
         self.text = bytearray()
         self.breaks = 0  # 0x03 bytes outside frames (a Ctrl-C on the board)
+        self.marks = 0  # frame starts seen, whole or not
         self._st = 0  # 0 text, 1 in frame, 2 discarding a damaged frame
         self._esc = False
         self._buf = bytearray()
@@ -100,6 +101,7 @@ class Decoder:
         if b == CTRL_C and st and self.expire():
             st = 0
         if b == MARK:
+            self.marks += 1
             if st == 1:
                 self.stats["truncated"] += 1
             self._st, self._esc, self._n, self._need = 1, False, 0, 0
@@ -308,15 +310,21 @@ class Client:
         return out
 
     def probe(self, timeout=0.6):
-        """True if a service task answers `info` within timeout (the console), else False.
-        Harmless on an ECR port: no STX or ETX is ever in a service frame."""
+        """True if the port is a console: a service task answers `info` within timeout
+        (each try), or it sends service frames or log text (an ECR port sends nothing
+        unasked but ECR frames). Harmless on an ECR port: no STX or ETX is ever in a
+        service frame. When in doubt it says console: a service request to an ECR port
+        only times out, an ECR frame to a console would stop the application."""
         saved = self.timeout
         self.timeout = timeout
         try:
             self.call("info")
             return True
-        except (LinkError, ServiceError):
-            return False
+        except ServiceError:
+            return True
+        except LinkError:
+            text = bytes(self.dec.text)
+            return self.dec.marks > 0 or (b"\n" in text and 0x02 not in text)
         finally:
             self.timeout = saved
 

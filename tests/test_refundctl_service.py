@@ -24,7 +24,8 @@ KEY = "11" * 32
 class FakeBoard(threading.Thread):
     """Answers service frames on a pty like refund/service.py (a subset)."""
 
-    def __init__(self, n_records=40, drop=(), corrupt=False, silent_first=0, console_text=True):
+    def __init__(self, n_records=40, drop=(), corrupt=False, silent_first=0, console_text=True,
+                 log_when_silent=False):
         super().__init__(daemon=True)
         self.master, slave = os.openpty()
         self.path = os.ttyname(slave)
@@ -35,6 +36,7 @@ class FakeBoard(threading.Thread):
         self.corrupt = corrupt
         self.silent_first = silent_first
         self.console_text = console_text
+        self.log_when_silent = log_when_silent  # a busy console: log lines, no answer yet
         self.seen, self.raw = [], bytearray()
         self.nonce = None
         self.stop = False
@@ -61,6 +63,8 @@ class FakeBoard(threading.Thread):
                 req = json.loads(p)
                 self.seen.append(req)
                 if len(self.seen) <= self.silent_first:
+                    if self.log_when_silent:
+                        os.write(self.master, b"5120 INFO sender: host up\n")
                     continue
                 self.answer(req)
 
@@ -233,3 +237,14 @@ def test_auto_link_falls_back_to_the_ecr_on_a_silent_port(board):
     assert r.returncode == 3  # the ECR status was sent (and got no reply here)
     assert 0x02 in b.raw and b.raw.rstrip(b"\x00")[-1] == 0x03  # an ECR frame after the probe
     assert time.time() - t < 10
+
+
+def test_a_slow_console_is_still_taken_for_a_console(board):
+    b = board(silent_first=99, log_when_silent=True)  # no answer in time, but log lines
+    c = svclink.Client(b.path, timeout=0.3, tries=1)
+    try:
+        assert c.probe(timeout=0.3) is True
+    finally:
+        c.close()
+    r = ctl(b.path, "--tries", "1", "status")
+    assert r.returncode == 3 and 0x03 not in b.raw and 0x02 not in b.raw  # never an ECR frame
