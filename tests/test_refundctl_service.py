@@ -248,3 +248,19 @@ def test_a_slow_console_is_still_taken_for_a_console(board):
         c.close()
     r = ctl(b.path, "--tries", "1", "status")
     assert r.returncode == 3 and 0x03 not in b.raw and 0x02 not in b.raw  # never an ECR frame
+
+
+def test_progress_bar_only_when_stderr_is_a_terminal(board, tmp_path):
+    b = board()
+    m, s = os.openpty()
+    try:
+        p = subprocess.run([CTL, "--port", b.path, "logs", "-o", str(tmp_path / "a.jsonl")],
+                           stdout=subprocess.PIPE, stderr=s, timeout=60)
+        os.set_blocking(m, False)
+        shown = os.read(m, 65536).decode(errors="replace")
+    finally:
+        os.close(s)
+        os.close(m)
+    assert p.returncode == 0 and "ETA" in shown and "40/40 records" in shown, shown
+    r = ctl(b.path, "logs", "-o", str(tmp_path / "b.jsonl"))  # stderr a pipe: no bar
+    assert r.returncode == 0 and r.stderr == ""
