@@ -207,15 +207,71 @@ def terminal_section(tmp):
     return lines
 
 
-def main():
+def svc_section(tmp):
+    """Issue 10: log pull over the 115200-baud console vs mpremote, resume, refunds meanwhile."""
+    from host_tools import bench_svc
+
+    res = bench_svc.measure(tmp, baud=115200, log=lambda msg: print("svc: " + msg, file=sys.stderr))
+    with open(os.path.join(tmp, "svc.json"), "w") as f:
+        json.dump(res, f)
+    lines = bench_svc.lines(res)
+    lines.insert(2, "(Measured %s.)" % datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
+    lines.insert(3, "")
+    return lines
+
+
+SECTIONS = ("outbox", "drain", "poison", "terminal", "svc")
+
+
+def _run(name, tmp):
+    if name == "outbox":
+        lines, _ = outbox_section(tmp)
+        return lines + [""]
+    return {"drain": drain_section, "poison": poison_section, "terminal": terminal_section,
+            "svc": svc_section}[name](tmp)
+
+
+def _splice(text, new):
+    """Replace the section whose '## ' heading is new[0] in text (up to the next '## '
+    heading), or append it."""
+    old = text.split("\n")
+    head = new[0]
+    if head not in old:
+        return text.rstrip("\n") + "\n\n" + "\n".join(new).rstrip("\n") + "\n"
+    i = old.index(head)
+    j = i + 1
+    while j < len(old) and not old[j].startswith("## "):
+        j += 1
+    out = old[:i] + new + ([""] if new[-1] != "" else []) + old[j:]
+    return "\n".join(out).rstrip("\n") + "\n"
+
+
+def main(argv=None):
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m host_tools.benchmarks", description=__doc__)
+    p.add_argument("--only", metavar="NAME[,NAME]",
+                   help="run only these sections (%s) and replace them in docs/benchmarks.md"
+                        % ", ".join(SECTIONS))
+    a = p.parse_args(argv)
+    only = [x.strip() for x in a.only.split(",")] if a.only else None
+    for name in only or ():
+        if name not in SECTIONS:
+            p.error("unknown section %r (%s)" % (name, ", ".join(SECTIONS)))
     tmp = tempfile.mkdtemp(prefix="refund-bench-")
     try:
+        if only:
+            with open(OUT) as f:
+                text = f.read()
+            for name in only:
+                text = _splice(text, _run(name, tmp))
+            with open(OUT, "w") as f:
+                f.write(text)
+            print(text)
+            return 0
         sections = []
-        lines, _ = outbox_section(tmp)
-        sections += lines + [""]
-        sections += drain_section(tmp)
-        sections += poison_section(tmp)
-        sections += terminal_section(tmp)
+        for name in SECTIONS:
+            sections += _run(name, tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     head = ["# Benchmarks", "",
