@@ -4,8 +4,22 @@ import time
 
 CAUSES = {"timeout": "timeout", "no_answer": "no answer", "mismatch": "mismatched answer",
           "rc91": "host unavailable (91)", "rc96": "host system error (96)",
-          "error": "connection error", "ECONNREFUSED": "connection refused"}
+          "error": "connection error", "ECONNREFUSED": "connection refused",
+          "ETIMEDOUT": "connect timeout", "EHOSTUNREACH": "host unreachable"}
 F_SENT, F_PRINTING, F_SLIP, F_NOTICE = 1, 2, 4, 16
+
+
+def cause(c):
+    """A send_fail cause as the sender writes it -> words."""
+    c = str(c or "failed")
+    if c.startswith("unreachable "):
+        err = c.split(" ", 1)[1]
+        return CAUSES.get(err, "host unreachable (%s)" % err)
+    if c in CAUSES:
+        return CAUSES[c]
+    if c.startswith("rc") and len(c) == 4:
+        return "host answered %s" % c[2:]
+    return c
 
 
 class Clock:
@@ -60,7 +74,7 @@ def chain(events):
             sends += 1
             continue
         if n == "send_fail":
-            outcomes.append(CAUSES.get(f.get("cause"), str(f.get("cause", "failed"))))
+            outcomes.append(cause(f.get("cause")))
             continue
         if n == "repeat" and f.get("of") == "send_fail" and outcomes:
             outcomes += [outcomes[-1]] * int(f.get("n", 0))

@@ -256,3 +256,28 @@ def test_privileged_reprint_report_and_clock_on_the_console(shop, tmp_path):
     assert names.count("svc_cmd") >= 3 and "clock" in names
     assert BENCH_TECH_KEY not in "".join(open(os.path.join(tmp_path, f)).read()
                                          for f in os.listdir(tmp_path) if f.startswith("refundctl-"))
+
+
+def test_a_refund_stuck_behind_a_host_outage_is_explained_and_in_the_report(tmp_path):
+    from host_tools.hostsim import Faults
+    from host_tools.shop import Shop
+
+    shop = Shop(tmp_path / "shop", faults=Faults(outage=[(0, 600)]))
+    try:
+        rid = shop.refund(2500, orrn="ORIGDOWN0001", check=True)["rid"]
+        tech = Tech(shop, tmp_path)
+        time.sleep(3)
+        r = tech("explain", rid)
+        assert r.returncode == 0, r.stderr
+        assert "queued" in r.stdout.splitlines()[0] and "waiting for the host" in r.stdout, r.stdout
+        assert "connection refused" in r.stdout, r.stdout
+        st = json.loads(tech("status", "--json").stdout)
+        assert st["live"] == 1 and st["states"] == {"queued": 1}
+        z = tmp_path / "down.zip"
+        assert tech("bundle", "-o", str(z)).returncode == 0
+        with zipfile.ZipFile(z) as f:
+            f.extract("report.html", tmp_path)
+        seen = render(tmp_path / "report.html", tmp_path, shot=str(tmp_path / "down.png"))
+        assert seen["rows"]["stuck"] == 1 and rid in seen["text"] and seen["img"][0] > 0
+    finally:
+        shop.close()
