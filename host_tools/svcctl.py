@@ -171,6 +171,7 @@ def pull_logs(c, since, write, progress=None, max_bytes=LOGS_MAX, tries=3, follo
             if fails >= tries:
                 raise Fail("%s (pulled up to seq %d: run the same command to resume)" % (e, cursor - 1),
                            EXIT_NO_REPLY, e.reason) from None
+            time.sleep(0.5 * fails)  # a pulled cable, a rebooting board: give it a moment
             continue
         except svclink.ServiceError as e:
             raise Fail("board refused logs: %s (%s)" % (e, e.err), EXIT_REFUSED, e.err) from None
@@ -215,7 +216,8 @@ def cmd_logs(a, c, out, err):
     fh = None
     if a.output:
         if since is None:
-            since = last_seq(a.output) + 1 if os.path.exists(a.output) else 0
+            last = last_seq(a.output)
+            since = last + 1 if last else 0  # resume after the file's last record
         fh = open(a.output, "a", encoding="utf-8")
     dest = fh or out
 
