@@ -49,13 +49,15 @@ def decode(t):
                 if w < 1:
                     raise ValueError("want() < 1")
                 collecting = d._st == 1  # an intact frame open (not a damaged one)
-                cut = d.stats["truncated"]
+                st = d.stats
+                cut = st["truncated"] + st["bad_byte"] + st["bad_crc"] + st["oversized"]
                 k = min(w, len(data) - i)
                 p, used = d.feed(memoryview(data)[i:], k)
                 if p is not None:
                     out.append(h(p))
-                    # the frame read completes with the read (unless a 0x1E cut it short)
-                    if collecting and w > 1 and used != k and d.stats["truncated"] == cut:
+                    # an intact frame read completes with the read (a damaged one may not)
+                    if collecting and w > 1 and used != k and cut == (
+                            st["truncated"] + st["bad_byte"] + st["bad_crc"] + st["oversized"]):
                         raise ValueError("frame ended inside a want() read")
                 i += used
     if how != "push":
