@@ -65,9 +65,13 @@ def add_parsers(sub, common):
 def outbox_entries(c):
     entries, start = [], 0
     while True:
-        rep = c.call("outbox", **{"from": start, "max": 40})
-        entries += rep.get("entries", [])
-        nxt = rep.get("next")
+        nxt = None
+        for hdr, _body in c.stream({"cmd": "outbox", "from": start, "max": 40}):
+            if hdr.get("part", 0) == 0:
+                page = []  # the reply (re)started
+            page += hdr.get("entries", [])
+            nxt = hdr.get("next")
+        entries += page
         if nxt is None or nxt == start:
             return entries
         start = nxt

@@ -298,12 +298,18 @@ class Client:
                         % (req["cmd"], tries, self.timeout))
 
     def call(self, cmd, **args):
-        """One request -> its reply header (dict; a multi-frame reply: the headers' union
-        with the bodies joined under "_body")."""
+        """One request -> its reply header (dict; a multi-frame reply: the headers' union,
+        lists joined, with the bodies joined under "_body")."""
         req = dict(args, cmd=cmd)
         out, body = {}, bytearray()
         for hdr, b in self.stream(req):
-            out.update(hdr)
+            if hdr.get("part") == 0:
+                out, body = {}, bytearray()  # the reply (re)started
+            for k, v in hdr.items():
+                if isinstance(v, list) and isinstance(out.get(k), list):
+                    out[k] = out[k] + v
+                else:
+                    out[k] = v
             body += b
         if body:
             out["_body"] = bytes(body)

@@ -265,19 +265,22 @@ def test_a_refund_stuck_behind_a_host_outage_is_explained_and_in_the_report(tmp_
     shop = Shop(tmp_path / "shop", faults=Faults(outage=[(0, 600)]))
     try:
         rid = shop.refund(2500, orrn="ORIGDOWN0001", check=True)["rid"]
+        more = [shop.refund(100 + i, orrn="ORIGDOWN%04d" % (i + 2), check=True)["rid"] for i in range(9)]
         tech = Tech(shop, tmp_path)
         time.sleep(3)
+        r = tech("outbox", "--json")  # more entries than one reply frame holds
+        assert r.returncode == 0 and [e["rid"] for e in json.loads(r.stdout)["entries"]] == [rid] + more
         r = tech("explain", rid)
         assert r.returncode == 0, r.stderr
         assert "queued" in r.stdout.splitlines()[0] and "waiting for the host" in r.stdout, r.stdout
         assert "connection refused" in r.stdout, r.stdout
         st = json.loads(tech("status", "--json").stdout)
-        assert st["live"] == 1 and st["states"] == {"queued": 1}
+        assert st["live"] == 10 and st["states"] == {"queued": 10}
         z = tmp_path / "down.zip"
         assert tech("bundle", "-o", str(z)).returncode == 0
         with zipfile.ZipFile(z) as f:
             f.extract("report.html", tmp_path)
         seen = render(tmp_path / "report.html", tmp_path, shot=str(tmp_path / "down.png"))
-        assert seen["rows"]["stuck"] == 1 and rid in seen["text"] and seen["img"][0] > 0
+        assert seen["rows"]["stuck"] == 10 and rid in seen["text"] and seen["img"][0] > 0
     finally:
         shop.close()
