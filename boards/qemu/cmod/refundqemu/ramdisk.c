@@ -9,6 +9,7 @@
 //   import ramdisk
 //   d = ramdisk.RAMDisk(block_size=4096, blocks=256)  # same chip each time it is made
 //   d.blank(); d.snapshot(); d.restore(); d.arm(cut_at, torn); d.ops(); d.stats()
+//   ramdisk.stash(slot, data); exec(ramdisk.stash(slot))   # a script kept across resets
 //
 // Also provides mp_hal_time_ns() (littlefs file mtimes): the port has no RTC, so it
 // counts from 2026-01-01 with the port's tick counter.
@@ -253,9 +254,37 @@ MP_DEFINE_CONST_OBJ_TYPE(
     locals_dict, &ramdisk_locals
     );
 
+// stash(slot, data) keeps up to 16 KiB in static RAM across soft resets; stash(slot)
+// returns it as bytes. The test harness sends a script once (the emulated UART moves
+// ~10 KB/s) and runs it after every soft reset with exec(ramdisk.stash(slot)).
+#define RD_STASH_SLOTS (4)
+#define RD_STASH_MAX (16384)
+static uint8_t rd_stash[RD_STASH_SLOTS][RD_STASH_MAX];
+static size_t rd_stash_len[RD_STASH_SLOTS];
+
+static mp_obj_t ramdisk_stash(size_t n_args, const mp_obj_t *args) {
+    mp_int_t slot = mp_obj_get_int(args[0]);
+    if (slot < 0 || slot >= RD_STASH_SLOTS) {
+        mp_raise_ValueError(MP_ERROR_TEXT("stash slot"));
+    }
+    if (n_args == 1) {
+        return mp_obj_new_bytes(rd_stash[slot], rd_stash_len[slot]);
+    }
+    mp_buffer_info_t buf;
+    mp_get_buffer_raise(args[1], &buf, MP_BUFFER_READ);
+    if (buf.len > RD_STASH_MAX) {
+        mp_raise_ValueError(MP_ERROR_TEXT("stash too big"));
+    }
+    memcpy(rd_stash[slot], buf.buf, buf.len);
+    rd_stash_len[slot] = buf.len;
+    return mp_const_none;
+}
+static MP_DEFINE_CONST_FUN_OBJ_VAR_BETWEEN(ramdisk_stash_obj, 1, 2, ramdisk_stash);
+
 static const mp_rom_map_elem_t ramdisk_module_globals_table[] = {
     { MP_ROM_QSTR(MP_QSTR___name__), MP_ROM_QSTR(MP_QSTR_ramdisk) },
     { MP_ROM_QSTR(MP_QSTR_RAMDisk), MP_ROM_PTR(&ramdisk_type) },
+    { MP_ROM_QSTR(MP_QSTR_stash), MP_ROM_PTR(&ramdisk_stash_obj) },
 };
 static MP_DEFINE_CONST_DICT(ramdisk_module_globals, ramdisk_module_globals_table);
 
