@@ -112,17 +112,24 @@ class SvcShop(Shop):
         if self.heap:
             args += ["--heap", self.heap]
         self.board = Board(self.flash, args=args, cmd="terminal")
-        try:
-            self.status = self.board.ready(timeout=60)
-        except ValueError:
-            # A READY line mixed with another writer's bytes (seen once in a while:
-            # something on the board prints to the blocking fd 1 while the log writer
-            # drains fd 3): the terminal runs, only the status line is unreadable.
-            self.status = {"ready_garbled": True}
+        self.status = _ready(self.board, 60)
         # One reader of the console: the service client opens it itself.
         self.board.out += self.board.console.read(1 << 20)
         self.board.console.close()
         return self.status
+
+
+def _ready(board, timeout):
+    """The READY line's status. (vboard.Board.ready() takes any earlier newline for the
+    end of the READY line, so on a throttled console it may parse half a line.)"""
+    board.read_until(b"READY ", timeout)
+    end = time.time() + timeout
+    while b"\n" not in board.out[board.out.rindex(b"READY "):]:
+        if time.time() > end:
+            raise AssertionError("READY line never ended:\n" + board.out.decode(errors="replace"))
+        board.out += board.console.read(4096)
+    tail = board.out[board.out.rindex(b"READY ") + 6:]
+    return json.loads(tail.split(b"\n", 1)[0])
 
 
 class _TapSerial:
@@ -345,6 +352,20 @@ def _own(c, since_sent=0):
     return [x for x in c.seen if x[0] in ids]
 
 
+def _diag(shop, c=None):
+    """What is known about a board that stopped answering (for the exception)."""
+    rc = shop.board.proc.poll()
+    out = "board %s" % ("running" if rc is None else "exited with %s" % rc)
+    if rc is not None:
+        try:
+            out += "; stderr: " + shop.board.proc.stderr.read()[-1500:].decode(errors="replace")
+        except Exception:
+            pass
+    if c is not None:
+        out += "; console text: " + bytes(c.dec.text)[-1500:].decode(errors="replace")
+    return out
+
+
 def _segment_names(board):
     r = board.mpremote("fs", "ls", ":/flash/ev", timeout=120)
     if r.returncode:
@@ -384,7 +405,7 @@ def raw_line(baud=115200, n=131072):
         p.wait(5)
 
 
-def measure(tmp, baud=115200, log_bytes=262144, refunds=20, pulls=2, interval=1.3, log=None):
+def measure(tmp, baud=115200, log_bytes=262144, refunds=20, pulls=2, interval=3.0, log=None):
     """Issue 10's figures on the terminal with its console (and ECR) null-modem at baud.
     Board A (prefilled log): `pulls` full pulls, a cut + resumed pull, then mpremote fs cp
     of the segments pulled (stops the app). Board B (a copy of the same prefilled image):
@@ -409,7 +430,10 @@ def measure(tmp, baud=115200, log_bytes=262144, refunds=20, pulls=2, interval=1.
         res["pulls"] = []
         for k in range(pulls):
             k0, n0 = len(c.sent), len(c.seen)
-            r = pull(c, 0)
+            try:
+                r = pull(c, 0)
+            except svclink.LinkError as e:
+                raise RuntimeError("full pull %d failed: %s (%s)" % (k + 1, e, _diag(s, c))) from None
             seqs, _st = check_records(r["body"])
             own = [x for x in _own(c, k0) if x in c.seen[n0:]]
             fw = sum(x[1] for x in own)
@@ -478,9 +502,9 @@ def _latency(d, baud, refunds, interval, log):
             ecr.refund(i, "WRM")
             time.sleep(interval)
 
-        def series(tag):
+        def series(tag, n):
             xs = []
-            for i in range(refunds):
+            for i in range(n):
                 t = time.monotonic()
                 dt, rep = ecr.refund(i, tag)
                 if rep is None or rep.get("state") != "queued":
@@ -489,7 +513,6 @@ def _latency(d, baud, refunds, interval, log):
                 time.sleep(max(0.0, interval - (time.monotonic() - t)))
             return xs
 
-        out["idle"] = series("IDL")
         stop = threading.Event()
         pulled = {"payload": 0, "seconds": 0.0, "pulls": 0, "complete": 0, "errors": 0}
 
@@ -509,12 +532,20 @@ def _latency(d, baud, refunds, interval, log):
             finally:
                 c.close()
 
-        th = threading.Thread(target=puller, daemon=True)
-        th.start()
-        time.sleep(1.0)
-        out["pull"] = series("PUL")
-        stop.set()
-        th.join(60)
+        # Alternating blocks (idle, pull, idle, pull) so a drift in the machine's load
+        # weighs on both alike.
+        out["idle"], out["pull"] = [], []
+        half = refunds // 2
+        for blk, n in enumerate((half, refunds - half)):
+            out["idle"] += series("I%dL" % blk, n)
+            stop.clear()
+            th = threading.Thread(target=puller, daemon=True)
+            th.start()
+            time.sleep(1.0)
+            out["pull"] += series("P%dL" % blk, n)
+            stop.set()
+            th.join(60)
+            time.sleep(4.0)  # the rest of the stopped reply crosses the line first
         out["pulled"] = pulled
         end = time.time() + 60
         want = 2 + 2 * refunds
@@ -582,7 +613,8 @@ def lines(res):
     if res.get("raw_line"):
         L += ["", "The emulated line itself, measured in the same run (a plain byte stream through a "
                   "`NullModem(baud=%d)`): %.0f B/s = %.1f%% of %d B/s. Against that capacity the "
-                  "service pull's payload is %.1f%% (its ceiling on this log: 1 / %.3f = %.1f%%)."
+                  "service pull's payload is %.1f%% (the protocol's ceiling on this log, a saturated "
+                  "line: 1 / %.3f = %.1f%%)."
               % (res["baud"], res["raw_line"], 100 * res["raw_line"] / line, line,
                  100 * p0["payload"] / p0["seconds"] / res["raw_line"], p0["wire"] / p0["payload"],
                  100 * p0["payload"] / p0["wire"])]
@@ -609,10 +641,11 @@ def lines(res):
     L += ["", "### Refunds during a full log pull", "",
           "Same image on a second boot. %d REFUNDs on the ECR (refundctl's codec, 115200-baud "
           "null-modem), one every %.1f s, timed from the request's first byte to its decoded "
-          "acknowledgement; without a pull, then while a thread pulls the whole log again and "
-          "again (%d pulls, %d complete, %.1f%% of the line meanwhile%s). %d of %d refunds "
+          "acknowledgement; in alternating blocks of %d: without a pull, then while a thread pulls "
+          "the whole log from cursor 0 (%d pulls, %d complete, %.1f%% of the line meanwhile%s); "
+          "twice. %d of %d refunds (with 2 warm-up ones) "
           "approved by the host afterwards, %d receipt documents printed."
-          % (len(lat["idle"]), lat["interval"], pu["pulls"], pu["complete"],
+          % (len(lat["idle"]) + len(lat["pull"]), lat["interval"], len(lat["idle"]) // 2, pu["pulls"], pu["complete"],
              100 * pu["payload"] / max(pu["seconds"], 1e-9) / line,
              (", errors: %s" % pu.get("error")) if pu["errors"] else "",
              lat["approved"], lat["taken"], lat["printed"]), "",
