@@ -9,7 +9,6 @@ from host_tools import evdecode, svclink
 from host_tools.explain import timeline
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_NO_REPLY = 0, 1, 2, 3
-READ_ONLY = ("info", "status", "outbox", "metrics", "config", "explain", "logs", "bundle")
 PRIVILEGED = ("retry", "reprint", "report", "clock")
 LOGS_MAX = 32768
 
@@ -52,6 +51,8 @@ def add_parsers(sub, common):
     lg.add_argument("--via", choices=("service", "mpremote"), default="service",
                     help="mpremote: copy the segments over the raw REPL (the application is down)")
     lg.add_argument("--ev-dir", default="/flash/ev", help="with --via mpremote: the log directory")
+    lg.add_argument("--force", action="store_true",
+                    help="with --via mpremote: even if the application still answers (it is stopped)")
     lg.add_argument("--progress", action="store_true", default=None, help="progress bar even if not a tty")
     lg.add_argument("--no-progress", dest="progress", action="store_false")
     b = sub.add_parser("bundle", parents=[common], help="console: zip of logs, outbox, status... + report.html")
@@ -215,6 +216,14 @@ def _outbox_lines(entries):
     return lines
 
 
+def _app_answers(port, baud):
+    c = svclink.Client(port, baud, timeout=0.6, tries=2)
+    try:
+        return c.probe(timeout=0.6, strict=True)
+    finally:
+        c.close()
+
+
 def cmd_logs(a, c, out, err):
     since = a.since
     fh = None
@@ -234,6 +243,9 @@ def cmd_logs(a, c, out, err):
         if a.via == "mpremote":
             from host_tools.mpfallback import pull_via_mpremote
 
+            if not a.force and _app_answers(a.port, a.baud):
+                raise Fail("the application is running and answers on %s: pull without --via mpremote "
+                           "(mpremote's Ctrl-C would stop it; --force to do it anyway)" % a.port, EXIT_USAGE, "usage")
             info = pull_via_mpremote(a.port, a.ev_dir, since or 0, write)
         else:
             info = pull_logs(c, since or 0, write, prog, tries=a.tries, follow=a.follow)

@@ -315,12 +315,13 @@ class Client:
             out["_body"] = bytes(body)
         return out
 
-    def probe(self, timeout=0.6):
+    def probe(self, timeout=0.6, strict=False):
         """True if the port is a console: a service task answers `info` within timeout
         (each try), or it sends service frames or log text (an ECR port sends nothing
         unasked but ECR frames). Harmless on an ECR port: no STX or ETX is ever in a
         service frame. When in doubt it says console: a service request to an ECR port
-        only times out, an ECR frame to a console would stop the application."""
+        only times out, an ECR frame to a console would stop the application.
+        strict: only an answer counts (a REPL echoes what it gets as text)."""
         saved = self.timeout
         self.timeout = timeout
         try:
@@ -329,6 +330,8 @@ class Client:
         except ServiceError:
             return True
         except LinkError:
+            if strict:
+                return False
             text = bytes(self.dec.text)
             return self.dec.marks > 0 or (b"\n" in text and 0x02 not in text)
         finally:

@@ -179,6 +179,9 @@ def test_logs_via_mpremote_when_the_firmware_crashes_at_boot(shop, tmp_path):
     tech = Tech(shop, tmp_path)
     ref = tmp_path / "service.jsonl"
     assert tech("logs", "-o", str(ref)).returncode == 0  # (also flushes the log to flash)
+    r = tech("logs", "--via", "mpremote")  # the application still runs: not stopped by mistake
+    assert r.returncode == 2 and "answers" in r.stderr and r.stderr.count("\n") == 1
+    assert tech("info").returncode == 0
     shop.power_cut()
     # the deployed firmware now crashes at boot: only the REPL is left on the console
     env = dict(vboard.board_env(shop.flash), MICROPYPATH=vboard.mp_path(vboard.FIRMWARE))
