@@ -98,10 +98,10 @@ def render(html_path, tmp, shot=None):
         rows = d.execute_script("var o = {}; document.querySelectorAll('table').forEach(function (t) {"
                                 "o[t.id] = t.querySelectorAll('tbody tr').length; }); return o;")
         text = d.execute_script("return document.body.innerText;")
-        shot = shot or os.path.join(str(tmp), "report.png")
-        if os.environ.get("REFUND_SAVE_SCREENSHOT") == "1":
-            shot = os.path.join(REPO, "docs", "img", "report.png")
+        if shot is None and os.environ.get("REFUND_SAVE_SCREENSHOT") == "1":
+            shot = os.path.join(REPO, "docs", "img", "report.png")  # the fixture's report, for the docs
             os.makedirs(os.path.dirname(shot), exist_ok=True)
+        shot = shot or os.path.join(str(tmp), "report.png")
         d.save_screenshot(shot)
         return {"img": img, "rows": rows, "text": text, "shot": shot}
     finally:
