@@ -26,6 +26,13 @@ class QemuError(AssertionError):
     pass
 
 
+def _die_with_parent():
+    import ctypes
+    import signal
+
+    ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: no orphaned emulator
+
+
 class Qemu:
     def __init__(self, elf=None, build=True):
         if elf is None:
@@ -38,7 +45,7 @@ class Qemu:
         self.proc = subprocess.Popen(
             [exe, "-machine", "mps2-an385", "-nographic", "-monitor", "null", "-semihosting",
              "-serial", "pty", "-kernel", elf],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=REPO)
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=REPO, preexec_fn=_die_with_parent)
         pty, seen = None, b""
         end = time.time() + 20
         while pty is None and time.time() < end:
