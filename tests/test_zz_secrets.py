@@ -34,11 +34,22 @@ def _secrets():
     return out
 
 
+def _shop_dirs(root):
+    # A terminal's working directory: the host ledger sits beside what it produced.
+    return {d for d, _, files in os.walk(root) if "ledger.jsonl" in files}
+
+
 def _blobs(root):
+    shops = _shop_dirs(root)
     for d, _, files in os.walk(root):
+        # Everything a shop (terminal, tools) wrote, and every bundle or report anywhere;
+        # not other tests' inputs (the codec fuzz writes random digit runs on purpose).
+        in_shop = any(d == s or d.startswith(s + os.sep) for s in shops)
         for name in files:
             p = os.path.join(d, name)
             if name.endswith(".config.json") or not name.endswith(SCANNED):
+                continue
+            if not in_shop and not name.endswith((".zip", ".html")):
                 continue
             if name.endswith(".zip"):
                 with zipfile.ZipFile(p) as z:

@@ -3,6 +3,17 @@
 VERSION = "0.1.0"
 
 
+def zeros(typecode, n):
+    """array(typecode) of n zeros in one allocation: array(tc, bytes(k)) would first
+    allocate a temporary of the same size, which a fragmented board heap may not have."""
+    from array import array
+
+    a = array(typecode, range(n))  # sized from len(range): no temporary
+    for i in range(n):
+        a[i] = 0
+    return a
+
+
 def settings(defaults, given, what):
     """defaults overlaid with given (a dict or None); a key defaults lacks is an error,
     so a typo never falls back to a default silently."""

@@ -84,23 +84,26 @@ class Terminal:
         from refund.sender import Sender
         from refund.mac import Mac
         from refund.staff import Staff
-        from refund.intake import Intake
+        from refund.intake import Intake, recent_cap
+        from refund.recent import Recent
 
-        # Loading modules leaves garbage between the code objects: collect before the
-        # long-lived arrays (index, recent list) so they find contiguous room.
+        # Loading modules leaves garbage between the code objects: collect, then make the
+        # long-lived tables sized by the limits (index, retry schedule, recent list)
+        # before recovery's short-lived objects fragment the heap.
         gc.collect()
         self.board = board
         self.cfg = cfg
         self.ob = Outbox(board.FLASH + "/ob", board.now, log, cfg.get("limits"))
-        r = self.ob.recover()
-        log("outbox", "recovered: %d live, %d journal records, %d damaged" % (
-            r["live"], r["journal"], r["damaged"]), level="ERROR" if r["damaged"] else "INFO")
+        recent = Recent(recent_cap(self.ob.cfg))
         host, port = cfg["host"].rsplit(":", 1)
         hl = dict(cfg.get("host_link") or {})
         self.link = Link(host, int(port), Mac.from_hex(cfg["mac_key"]), cfg["terminal_id"], log,
                          hl.get("connect_ms", 3000))
         self.sender = Sender(self.ob, self.link, {"tid": cfg["terminal_id"], "mid": cfg["merchant_id"]},
                              hl, log, board.now, board.localtime)
+        r = self.ob.recover()
+        log("outbox", "recovered: %d live, %d journal records, %d damaged" % (
+            r["live"], r["journal"], r["damaged"]), level="ERROR" if r["damaged"] else "INFO")
         self.staff = Staff(cfg, board.FLASH + "/staff.lock", log, board.now)
         self.printer = None
         if uarts.get("printer") is not None:
@@ -110,7 +113,7 @@ class Terminal:
             self.printer.host_up = lambda: self.sender.host_up
         gc.collect()
         self.intake = Intake(self.ob, self.staff, cfg, log, board.now, printer=self.printer,
-                             host_up=lambda: self.sender.host_up)
+                             host_up=lambda: self.sender.host_up, recent=recent)
         self.ecr = uarts.get("ecr")
         self.ob.on_change = self._changed
 

@@ -205,6 +205,8 @@ def validate(c, file_keys=None):
         for k in sorted(lim):
             if k not in LIMITS:
                 errs.append("limits.%s: unknown key" % k)
+        if _is_int(lim.get("max_amount")) and lim["max_amount"] > 2147483647:
+            errs.append("limits.max_amount: must be below 2**31 (minor units)")
         if _is_int(lim.get("max_amount")) and _is_int(lim.get("max_pending")) and \
                 lim["max_pending"] < lim["max_amount"]:
             errs.append("limits.max_pending: must be at least limits.max_amount")

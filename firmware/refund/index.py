@@ -1,24 +1,32 @@
 # RAM index of the outbox's live entries: parallel arrays sorted by entry number,
-# ~22 B an entry. Capacity grows in chunks, and always *before* any element changes,
+# 18 B an entry, made for max_live at boot. Capacity grows in chunks, and always *before* any element changes,
 # so a MemoryError (likely on a fragmented board heap) never leaves it half-updated.
 from array import array
 from micropython import const
 from refund import record as R
+from refund import zeros
 
 _CHUNK = const(64)
 
 
 class Index:
-    def __init__(self):
+    def __init__(self, cap=0):
+        """cap: slots allocated now (the outbox's max_live: the long-lived arrays are then
+        made once, at boot, before recovery fragments the heap)."""
         self.n = 0  # slots in use (live entries + tombstones of completed ones)
         self.live = 0
         self.pending = 0  # amount of queued + cancelling entries
         self.seq = array("I")
         self.state = bytearray()  # 0 = tombstone: completed since the last compaction
         self.flags = bytearray()
-        self.amt = array("q")
+        self.amt = array("i")
         self.ver = array("I")  # version of the latest record
         self.loc = array("i")  # offset in snap, or -1: the latest record is journal file <ver>
+        self.reserve(cap)
+
+    def clear(self):
+        """Empty, keeping the arrays (recovery runs again)."""
+        self.n = self.live = self.pending = 0
 
     def reserve(self, need):
         cap = len(self.seq)
@@ -26,8 +34,9 @@ class Index:
             return
         cap = max(need, cap + max(_CHUNK, cap // 4))
         # Allocate everything first; only then swap (nothing changes if this raises).
-        new = (array("I", bytes(4 * cap)), bytearray(cap), bytearray(cap),
-               array("q", bytes(8 * cap)), array("I", bytes(4 * cap)), array("i", bytes(4 * cap)))
+        # amounts fit 32 bits: config caps limits.max_amount below 2**31
+        new = (zeros("I", cap), bytearray(cap), bytearray(cap), zeros("i", cap), zeros("I", cap),
+               zeros("i", cap))
         n = self.n
         for dst, src in zip(new, (self.seq, self.state, self.flags, self.amt, self.ver, self.loc)):
             for i in range(n):

@@ -31,6 +31,11 @@ _PRINT_CMDS = ("REPRINT", "REPORT")
 
 
 
+def recent_cap(ob_cfg):
+    # every live refund plus a day's worth of completed ones, 16 B each
+    return max(_RECENT_MIN, ob_cfg["max_live"] + _RECENT_MIN)
+
+
 def _alnum(s):
     for c in s:
         if not ("0" <= c <= "9" or "A" <= c <= "Z" or "a" <= c <= "z"):
@@ -58,8 +63,11 @@ class Intake:
     req: field name -> value (strings as decoded from an ECR frame; ints are accepted)
     with "seq" and "cmd". The reply carries "state" (and "rid") or "err" + "text"."""
 
-    def __init__(self, outbox, staff, cfg, log, now, recent_max=None, printer=None, host_up=None):
-        """printer: refund.printer.Printer (None: not wired); host_up(): bool, for STATUS."""
+    def __init__(self, outbox, staff, cfg, log, now, recent_max=None, printer=None, host_up=None,
+                 recent=None):
+        """printer: refund.printer.Printer (None: not wired); host_up(): bool, for STATUS;
+        recent: a Recent made earlier (the app makes it before recovery, while the heap is
+        whole), else one of recent_max (default recent_cap()) entries is made here."""
         self.ob = outbox
         self.printer = printer
         self.host_up = host_up
@@ -79,10 +87,7 @@ class Intake:
                 level="ERROR")
         self._salt = os.urandom(16)  # keys the refusal cache digests (they cover PINs)
         self._cache = []  # [seq, digest, time, reply] of recent refusals
-        if recent_max is None:
-            # every live refund plus a day's worth of completed ones, 20 B each
-            recent_max = max(_RECENT_MIN, outbox.cfg["max_live"] + _RECENT_MIN)
-        self.recent = Recent(recent_max)
+        self.recent = recent or Recent(recent_max or recent_cap(outbox.cfg))
         self._warned = False
         self.stats = {"refunds": 0, "refused": 0, "resends": 0, "duplicates": 0}
         self._load_recent()

@@ -9,12 +9,12 @@
 #   hist      completed entries (append at compaction, trimmed to the retention window)
 #
 # RAM holds only an index of live entries (seq, state, flags, amount, version, where
-# the latest record is): ~22 B each in arrays. Entry details are read on demand.
+# the latest record is): 18 B each in arrays. Entry details are read on demand.
 import os
 from array import array
 from micropython import const
 from refund import record as R
-from refund import settings
+from refund import settings, zeros
 from refund.index import Index
 
 _LEASE_N = const(32)  # rid / STAN numbers reserved per lease record
@@ -80,11 +80,14 @@ class Outbox:
         self.on_change = None  # callback(seq, state) for the sender / printer tasks
         self._free = None  # last measured free flash bytes (see _free_ok)
         self._free_age = 0
+        # Slots for every live entry and some tombstones, made now: at boot the heap is
+        # still whole (growing later needs old + new arrays at once).
+        self.ix = Index(self.cfg["max_live"] + 32)
 
     # ---- recovery -----------------------------------------------------------------
 
     def _reset_index(self):
-        self.ix = Index()
+        self.ix.clear()
 
     @property
     def live(self):
@@ -648,7 +651,7 @@ class Outbox:
         h["count"] = self.live
         ix = self.ix
         n = ix.n
-        locs = array("i", bytes(4 * n))
+        locs = zeros("i", n)
         tmp = self.root + "/snap.tmp"
         old = None  # the current snapshot, opened once and read forward (offsets ascend)
         buf = self._buf
@@ -687,7 +690,7 @@ class Outbox:
             up.append(e["updated"])
         m = len(sq)
         keep = bytearray(m)
-        order = sorted(range(m), key=lambda j: sq[j])
+        order = _order(sq)
         # Per seq its last copy wins (a cut compaction may have appended one twice);
         # then only the keep_n highest seqs stay. Walk from the highest seq down.
         kept = 0
@@ -720,6 +723,41 @@ class Outbox:
         return {"live": self.live, "pending": self.pending, "journal": self.ver - self.head["base"],
                 "history": self.head["hist_count"], "damaged": self.damaged, "gen": self.gen,
                 "next_seq": self.next_seq}
+
+
+def _order(keys):
+    """Indices of keys in ascending key order (stable for equal keys: the later copy of a
+    seq comes later), as an array, by heapsort in place: sorted(range(m), key=...)
+    needed ~16 B an entry on the heap in two lists and failed on a fragmented one."""
+    m = len(keys)
+    o = zeros("I", m)
+    for i in range(m):
+        o[i] = i
+
+    def less(a, b):
+        ka, kb = keys[a], keys[b]
+        return ka < kb or (ka == kb and a < b)
+
+    def sift(start, end):
+        root = start
+        while True:
+            child = 2 * root + 1
+            if child > end:
+                return
+            if child + 1 <= end and less(o[child], o[child + 1]):
+                child += 1
+            if less(o[root], o[child]):
+                o[root], o[child] = o[child], o[root]
+                root = child
+            else:
+                return
+
+    for start in range(m // 2 - 1, -1, -1):
+        sift(start, m - 1)
+    for end in range(m - 1, 0, -1):
+        o[0], o[end] = o[end], o[0]
+        sift(0, end - 1)
+    return o
 
 
 def _alnum(s):

@@ -1,13 +1,13 @@
 # RAM list of the refunds accepted within the duplicate window, for the duplicate guard
-# and ECR resend recognition: parallel arrays, 20 B an entry, in entry-number order. It only
-# finds candidates (the original RRN is kept as a CRC-32); the caller confirms each one
-# against the entry on flash.
-from array import array
+# and ECR resend recognition: parallel arrays, 16 B an entry, in entry-number order. It only
+# finds candidates (original RRN and amount are kept as one CRC-32); the caller confirms
+# each one against the entry on flash.
 from binascii import crc32
+from refund import zeros
 
 
-def key(orrn):
-    return crc32(orrn.encode()) & 0xFFFFFFFF
+def key(orrn, amount):
+    return crc32(b"%d" % amount, crc32(orrn.encode())) & 0xFFFFFFFF
 
 
 class Recent:
@@ -15,11 +15,10 @@ class Recent:
         self.cap = cap
         self.n = 0
         self.cut = 0  # newest `created` dropped for room while still in the window
-        self.created = array("I", bytes(4 * cap))
-        self.amount = array("I", bytes(4 * cap))  # low 32 bits: candidates only
-        self.key = array("I", bytes(4 * cap))
-        self.ecr = array("I", bytes(4 * cap))  # ECR seq, 0 if none
-        self.seq = array("I", bytes(4 * cap))
+        self.created = zeros("I", cap)
+        self.key = zeros("I", cap)
+        self.ecr = zeros("I", cap)  # ECR seq, 0 if none
+        self.seq = zeros("I", cap)
 
     def add(self, created, amount, orrn, ecr, seq):
         """Insert in entry-number order (= intake order); a number already there is
@@ -40,12 +39,11 @@ class Recent:
             self.cut = max(self.cut, self.created[0])
             self._drop(1)
             lo -= 1
-        for a in (self.created, self.amount, self.key, self.ecr, self.seq):
+        for a in (self.created, self.key, self.ecr, self.seq):
             for i in range(self.n, lo, -1):
                 a[i] = a[i - 1]
         self.created[lo] = created
-        self.amount[lo] = amount & 0xFFFFFFFF
-        self.key[lo] = key(orrn)
+        self.key[lo] = key(orrn, amount)
         self.ecr[lo] = ecr
         self.seq[lo] = seq
         self.n += 1
@@ -59,7 +57,7 @@ class Recent:
 
     def _drop(self, k):
         n = self.n - k
-        for a in (self.created, self.amount, self.key, self.ecr, self.seq):
+        for a in (self.created, self.key, self.ecr, self.seq):
             for i in range(n):
                 a[i] = a[i + k]
         self.n = n
@@ -67,10 +65,9 @@ class Recent:
     def find(self, amount, orrn, ecr=0):
         """Entry numbers (oldest first) with this amount and original RRN (and ECR seq
         when ecr is not 0)."""
-        k = key(orrn)
-        amount &= 0xFFFFFFFF
+        k = key(orrn, amount)
         out = []
         for i in range(self.n):
-            if self.key[i] == k and self.amount[i] == amount and (not ecr or self.ecr[i] == ecr):
+            if self.key[i] == k and (not ecr or self.ecr[i] == ecr):
                 out.append(self.seq[i])
         return out

@@ -13,6 +13,7 @@ from micropython import const
 from refund import record as R
 from refund import settings, evlog
 from refund.hostlink import TIMEOUT
+from refund.sched import Sched
 
 DEFAULTS = {
     "window": 4,  # requests outstanding on the connection
@@ -47,9 +48,8 @@ class Sender:
         self.log = log
         self.now = now
         self.localtime = localtime
-        self._sched = {}  # rid -> [next attempt (ticks_ms), attempts]
+        self._sched = Sched(outbox.cfg["max_live"])  # retry times of entries that failed
         self._busy = {}  # seq -> True (suspect) / False while a request is in flight
-        self._suspect = set()  # seqs whose last request timed out while the link was up
         self._wake = asyncio.Event()
         self._cursor = 0  # last entry number launched (round-robin scan position)
         self._srtt = 0  # smoothed round trip of answered requests, ms
@@ -65,17 +65,14 @@ class Sender:
 
     def retry_now(self):
         """Technician: every waiting refund is due now, and the host is probed now."""
-        now = time.ticks_ms()
-        for seq in self._sched:
-            self._sched[seq][0] = now
+        self._sched.all_due(time.ticks_ms())
         self._echo_attempts = 0
         self._kick.set()
         self._wake.set()
-        return len(self._sched)
+        return self._sched.n
 
     def _sent(self, rid, mti, stan, seq):
-        s = self._sched.get(seq)
-        n = (s[1] if s else 0) + 1
+        n = self._sched.attempts(seq) + 1
         self.stats["sends"] += 1
         if mti == "0201" or mti == "0421":
             self.stats["retries"] += 1
@@ -83,8 +80,7 @@ class Sender:
         return n
 
     def _failed(self, rid, seq, cause):
-        s = self._sched.get(seq)
-        evlog.event("send_fail", rid, level="W", cause=cause, attempt=(s[1] if s else 0) + 1)
+        evlog.event("send_fail", rid, level="W", cause=cause, attempt=self._sched.attempts(seq) + 1)
 
     def _backoff(self, attempts, base, cap):
         c = self.cfg
@@ -92,12 +88,15 @@ class Sender:
         return random.randint(0, top)  # full jitter
 
     def _later(self, seq):
-        s = self._sched.get(seq)
-        if s is None:
-            s = self._sched[seq] = [0, 0]
-        s[1] += 1
+        sc = self._sched
+        i = sc.add(seq)
+        if i < 0:
+            return  # more failing entries than max_live cannot happen; retried at once if so
+        if sc.att[i] < 255:
+            sc.att[i] += 1
         c = self.cfg
-        s[0] = time.ticks_add(time.ticks_ms(), self._backoff(s[1], c["backoff_base_ms"], c["backoff_cap_ms"]))
+        sc.due[i] = time.ticks_add(time.ticks_ms(), self._backoff(sc.att[i], c["backoff_base_ms"],
+                                                                   c["backoff_cap_ms"]))
 
     def _due(self):
         """Live entries owed a host exchange whose retry time has come. Cancellations
@@ -122,24 +121,27 @@ class Sender:
     def _ready(self, seq, now):
         if seq in self._busy:
             return False
-        s = self._sched.get(seq)
-        return s is None or time.ticks_diff(s[0], now) <= 0
+        i = self._sched.index(seq)
+        return i < 0 or time.ticks_diff(self._sched.due[i], now) <= 0
 
     def _forget(self):
         # Drop schedules of entries that left the queue: memory stays O(live).
-        if len(self._sched) > self.ob.live:
-            for seq in list(self._sched):
-                st = self.ob.state(self.ob.rid(seq))
-                if st != R.QUEUED and st != R.CANCELLING:
-                    del self._sched[seq]
-                    self._suspect.discard(seq)
+        if self._sched.n > self.ob.live:
+            ob = self.ob
+
+            def waiting(seq):
+                st = ob.state(ob.rid(seq))
+                return st == R.QUEUED or st == R.CANCELLING
+
+            self._sched.keep(waiting)
 
     def _next_wait(self):
         now = time.ticks_ms()
         w = _IDLE_MS
-        for seq in self._sched:
-            if seq not in self._busy:
-                w = min(w, max(0, time.ticks_diff(self._sched[seq][0], now)))
+        sc = self._sched
+        for i in range(sc.n):
+            if sc.seq[i] not in self._busy:
+                w = min(w, max(0, time.ticks_diff(sc.due[i], now)))
         slow = self._slow_ms()
         for v in self._busy.values():  # wake when a request turns slow: its slot frees
             if not v[0]:
@@ -174,7 +176,7 @@ class Sender:
         for seq in self._due():
             if len(self._busy) >= cap:
                 break
-            sus = seq in self._suspect
+            sus = self._sched.suspect(seq)
             if sus:
                 if busy_s >= c["suspect_window"]:
                     continue
@@ -224,9 +226,8 @@ class Sender:
             evlog.event("host_up")
             self.host_up = True
             self._echo_attempts = 0
-            for seq in self._sched:
-                self._sched[seq][0] = time.ticks_ms()
-            self._suspect = set()  # the host was away: nobody is to blame
+            self._sched.all_due(time.ticks_ms())
+            self._sched.clear_suspects()  # the host was away: nobody is to blame
             self._wake.set()
 
     async def _one(self, seq):
@@ -288,11 +289,11 @@ class Sender:
             self.stats["unknown"] += 1  # outcome unknown: same STAN and rid, as 0201, later
             if r is TIMEOUT:
                 self.stats["timeouts"] += 1
-                self._suspect.add(seq)
+                self._sched.set_suspect(seq, True)
             self._failed(rid, seq, "timeout" if r is TIMEOUT else "connection lost")
             self._later(seq)
             return
-        self._suspect.discard(seq)
+        self._sched.set_suspect(seq, False)
         if not self._matches(r, "0210", e):
             self.stats["mismatch"] += 1
             self.log("host", "%s: answer does not match the request: ignored" % rid, level="WARN", ev=False)
@@ -306,7 +307,7 @@ class Sender:
             self._failed(rid, seq, "rc" + code)
             self._later(seq)
             return
-        self._sched.pop(seq, None)
+        self._sched.remove(seq)
         if self.ob.state(rid) != R.QUEUED:
             # Cancelled while in flight: the reversal (0420) settles it either way.
             self.log("host", "%s: answer %s after cancel; reversal follows" % (rid, code))
@@ -358,13 +359,13 @@ class Sender:
         r = await self.link.request(msg, self.cfg["response_ms"])
         if r is TIMEOUT:
             self.stats["timeouts"] += 1
-            self._suspect.add(seq)
+            self._sched.set_suspect(seq, True)
             r = None
         if r is not None and self._matches(r, "0430", e) and r.get("39") == "00":
-            self._suspect.discard(seq)
+            self._sched.set_suspect(seq, False)
             self.ob.reversed(rid, e)
             self.stats["reversed"] += 1
-            self._sched.pop(seq, None)
+            self._sched.remove(seq)
             self.log("host", "%s reversed" % rid)
             evlog.event("reversed", rid)
         else:
