@@ -115,6 +115,9 @@ def cmd_board(a):
     env = vboard.board_env(flash, devs["printer"], devs["ecr"], firmware=firmware)
     if interp == "32":
         env["MICROPYPATH"] = vboard.frozen_path()
+        # What a board runs: littlefs caches of 512 B (a board's stock mount has smaller
+        # ones still), not the 2 KiB the 64-bit bench uses to save block-device calls.
+        env.setdefault("REFUND_LFS_READ", "128")
     if getattr(a, "config", None):
         env["REFUND_CONFIG"] = _terminal_config(a)
     else:
