@@ -214,6 +214,10 @@ def pull(c, since=0, max_bytes=LOGS_MAX, cut_after=None, cut_extra=600, tries=5,
                     res.update(sizes=sizes, stopped=True)
                     return res
                 if cut_after is not None and len(body) >= cut_after:
+                    if hdr.get("end"):
+                        # the reply ended here: ask for the next one, so the cut falls
+                        # inside a frame as a pulled cable would
+                        c.send({"id": c.new_id(), "cmd": "logs", "since": cursor, "max": max_bytes})
                     at = c.wire
                     end = time.monotonic() + 5
                     while c.wire - at < cut_extra and time.monotonic() < end:

@@ -36,6 +36,7 @@ BUILD = os.path.join(REPO, "build", "mp")
 MANIFEST = os.path.join(REPO, "firmware", "manifest.py")
 QEMU_DIR = os.path.join(REPO, "boards", "qemu")
 DEFAULT_TARBALL = os.path.join(os.path.dirname(REPO), "shared", "micropython", "micropython-src.tar.gz")
+VENDORED_TARBALL = os.path.join(REPO, "third_party", "micropython", "micropython-src.tar.gz")
 QEMU_HEAP = 98304  # 96 KiB, an ESP32-class heap without PSRAM
 
 UNIX32_ARGS = ["VARIANT=standard", "CFLAGS_EXTRA=-m32", "LDFLAGS_EXTRA=-m32", "MICROPY_PY_FFI=0",
@@ -77,7 +78,10 @@ def source():
         h = hashlib.sha256(src.encode())
         _hash_tree(h, src, ("py", "extmod", "shared", "ports/unix", "ports/qemu", "lib/littlefs"))
         return src, "dir:" + h.hexdigest()
-    tarball = os.path.abspath(os.environ.get("MICROPY_TARBALL") or DEFAULT_TARBALL)
+    tarball = os.environ.get("MICROPY_TARBALL")
+    if not tarball:
+        tarball = DEFAULT_TARBALL if os.path.isfile(DEFAULT_TARBALL) else VENDORED_TARBALL
+    tarball = os.path.abspath(tarball)
     if not os.path.isfile(tarball):
         raise SystemExit(NO_SOURCE % (PIN_NAME, tarball, PIN[:12]))
     h = hashlib.sha256()

@@ -28,6 +28,8 @@ _AMOUNT_DIGITS = const(12)
 _DUP_STATES = (R.QUEUED, R.APPROVED, R.PRINTED)
 _STAFF_CMDS = ("REFUND", "CANCEL", "REPRINT", "REPORT")  # staff PINs: resends answered from the cache
 _PRINT_CMDS = ("REPRINT", "REPORT")
+_JOB_TRIES = const(3)
+_JOB_WAIT_S = const(60)
 
 
 
@@ -243,7 +245,7 @@ class Intake:
         if self.printer is None:
             return _refuse("no_printer", "no printer is wired to this terminal")
         if cmd == "REPORT":
-            asyncio.create_task(self.print_job(self.printer.queue_report(), "queue report", op))
+            asyncio.create_task(self.print_job(self.printer.queue_report, "queue report", op))
             return {"print": "started", "total": self.ob.live}
         e = self.ob.get(rid)
         if e is None:
@@ -253,17 +255,27 @@ class Intake:
             # original, or REPRINT if a try was cut short) without being asked.
             return _refuse("no_receipt", "refund %s is %s: no receipt to reprint"
                            % (rid, R.NAMES[e["state"]]))
-        asyncio.create_task(self.print_job(self.printer.reprint(rid), "reprint " + rid, op))
+        asyncio.create_task(self.print_job(lambda: self.printer.reprint(rid), "reprint " + rid, op))
         rep = self._reply_entry(e["state"], rid, e)
         rep["print"] = "started"
         return rep
 
     async def print_job(self, job, what, op):
+        """job(): a coroutine printing it. A print a fault cut short (paper, cover, a
+        full heap) is tried again when the printer is ready, up to _JOB_TRIES times:
+        staff asked for it once."""
         self.log("intake", "%s requested by staff %s" % (what, op))
-        try:
-            r = await job
-        except Exception as err:  # noqa: the printer task's own state already says why
-            r = {"ok": False, "error": repr(err)}
+        for attempt in range(_JOB_TRIES):
+            try:
+                r = await job()
+            except Exception as err:  # noqa: the printer task's own state already says why
+                r = {"ok": False, "error": repr(err)}
+            if r["ok"] or attempt == _JOB_TRIES - 1:
+                break
+            for _ in range(_JOB_WAIT_S):  # until the fault clears
+                await asyncio.sleep_ms(1000)
+                if self.printer.state == "ready":
+                    break
         self.log("intake", "%s: %s" % (what, "printed" if r["ok"] else "failed: %s" % r["error"]),
                  level="INFO" if r["ok"] else "WARN")
 

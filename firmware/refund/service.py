@@ -318,14 +318,14 @@ class Service:
             raise Err("unknown_rid", "no such refund on this terminal")
         if e["state"] != R.PRINTED:
             raise Err("no_receipt", "refund %s is %s: no receipt to reprint" % (r, R.NAMES[e["state"]]))
-        asyncio.create_task(t.intake.print_job(t.printer.reprint(r), "reprint " + r, "tech"))
+        asyncio.create_task(t.intake.print_job(lambda: t.printer.reprint(r), "reprint " + r, "tech"))
         return {"print": "started", "rid": r}
 
     async def c_report(self, rid, req):
         t = self._term()
         if t.printer is None:
             raise Err("no_printer", "no printer is wired to this terminal")
-        asyncio.create_task(t.intake.print_job(t.printer.queue_report(), "queue report", "tech"))
+        asyncio.create_task(t.intake.print_job(t.printer.queue_report, "queue report", "tech"))
         return {"print": "started", "total": t.ob.live}
 
     async def c_clock(self, rid, req):
