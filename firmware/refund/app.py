@@ -84,8 +84,8 @@ class Terminal:
         from refund.sender import Sender
         from refund.mac import Mac
         from refund.staff import Staff
-        from refund.intake import Intake, recent_cap
-        from refund.recent import Recent
+        from refund.intake import Intake
+        from refund.recent import Recent, recent_cap
 
         # Loading modules leaves garbage between the code objects: collect, then make the
         # long-lived tables sized by the limits (index, retry schedule, recent list)

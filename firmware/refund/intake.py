@@ -15,11 +15,10 @@ from micropython import const
 from refund import record as R
 from refund import config, evlog
 from refund.ecr import digits
-from refund.recent import Recent
+from refund.recent import Recent, recent_cap
 from refund.outbox import Refused, BadTransition
 from refund.staff import OPERATOR, SUPERVISOR
 
-_RECENT_MIN = const(300)  # completed refunds kept in RAM for the duplicate / resend checks
 _CACHE_N = const(8)  # recent refusals kept so a resend gets the same answer
 _CACHE_S = const(300)
 _LIST_PAGE = const(32)
@@ -31,11 +30,6 @@ _PRINT_CMDS = ("REPRINT", "REPORT")
 _JOB_TRIES = const(3)
 _JOB_WAIT_S = const(60)
 
-
-
-def recent_cap(ob_cfg):
-    # every live refund plus a day's worth of completed ones, 16 B each
-    return max(_RECENT_MIN, ob_cfg["max_live"] + _RECENT_MIN)
 
 
 def _alnum(s):
@@ -89,7 +83,7 @@ class Intake:
                 level="ERROR")
         self._salt = os.urandom(16)  # keys the refusal cache digests (they cover PINs)
         self._cache = []  # [seq, digest, time, reply] of recent refusals
-        self.recent = recent or Recent(recent_max or recent_cap(outbox.cfg))
+        self.recent = recent or Recent(recent_max or recent_cap(outbox.cfg))  # 16 B each
         self._warned = False
         self.stats = {"refunds": 0, "refused": 0, "resends": 0, "duplicates": 0}
         self._load_recent()

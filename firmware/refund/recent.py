@@ -3,7 +3,16 @@
 # finds candidates (original RRN and amount are kept as one CRC-32); the caller confirms
 # each one against the entry on flash.
 from binascii import crc32
+from micropython import const
 from refund import zeros
+
+
+_RECENT_MIN = const(300)  # completed refunds kept in RAM for the duplicate / resend checks
+
+
+def recent_cap(ob_cfg):
+    """Every live refund plus a day's worth of completed ones."""
+    return max(_RECENT_MIN, ob_cfg["max_live"] + _RECENT_MIN)
 
 
 def key(orrn, amount):
