@@ -91,17 +91,23 @@ class Terminal:
         # long-lived tables sized by the limits (index, retry schedule, recent list)
         # before recovery's short-lived objects fragment the heap.
         gc.collect()
+        self.heap = {"modules": gc.mem_alloc()}  # what each part holds, for the boot log
+        mark = self.heap["modules"]
         self.board = board
         self.cfg = cfg
         self.ob = Outbox(board.FLASH + "/ob", board.now, log, cfg.get("limits"))
+        mark = self._held("outbox", mark)
         recent = Recent(recent_cap(self.ob.cfg))
+        mark = self._held("recent", mark)
         host, port = cfg["host"].rsplit(":", 1)
         hl = dict(cfg.get("host_link") or {})
         self.link = Link(host, int(port), Mac.from_hex(cfg["mac_key"]), cfg["terminal_id"], log,
                          hl.get("connect_ms", 3000))
         self.sender = Sender(self.ob, self.link, {"tid": cfg["terminal_id"], "mid": cfg["merchant_id"]},
                              hl, log, board.now, board.localtime)
+        mark = self._held("link", mark)
         r = self.ob.recover()
+        mark = self._held("recovery", mark)
         log("outbox", "recovered: %d live, %d journal records, %d damaged" % (
             r["live"], r["journal"], r["damaged"]), level="ERROR" if r["damaged"] else "INFO")
         self.staff = Staff(cfg, board.FLASH + "/staff.lock", log, board.now)
@@ -111,11 +117,19 @@ class Terminal:
 
             self.printer = Printer(uarts["printer"], self.ob, cfg, log, board.now)
             self.printer.host_up = lambda: self.sender.host_up
-        gc.collect()
+        mark = self._held("staff+printer", mark)
         self.intake = Intake(self.ob, self.staff, cfg, log, board.now, printer=self.printer,
                              host_up=lambda: self.sender.host_up, recent=recent)
+        self._held("intake", mark)
+        log("app", "heap held: " + " ".join("%s %d" % kv for kv in sorted(self.heap.items())))
         self.ecr = uarts.get("ecr")
         self.ob.on_change = self._changed
+
+    def _held(self, part, mark):
+        gc.collect()
+        now = gc.mem_alloc()
+        self.heap[part] = now - mark
+        return now
 
     def _changed(self, seq, state):
         self.sender.wake()
