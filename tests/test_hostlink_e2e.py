@@ -261,3 +261,18 @@ def test_bad_frame_length_resets_the_connection(tmp_path, bad_len):
         host.stop = True
     assert states(res) == {"approved": 2}, res["log"][-1500:]
     assert res["link"]["bad_frame"] >= 1 and res["link"]["connects"] >= 2
+
+
+def test_frame_longer_than_any_message_is_skipped_without_a_reset(tmp_path):
+    # 4096 is a legal frame length, but no message of the spec is over iso8583.MSG_MAX: the
+    # terminal reads such a frame through its small receive buffer, drops it and stays on
+    # the same connection (the answer right behind it is taken).
+    host = NoisyHost(lambda req, key, first: [_frame(b"0210" + b"7" * 4092), _frame(b"z" * 1500)])
+    try:
+        res = run_terminal(str(tmp_path / "f.img"), host.port, 3, deadline_ms=8000)
+    finally:
+        host.stop = True
+    assert states(res) == {"approved": 3}, res["log"][-1500:]
+    assert res["link"]["connects"] == 1 and res["link"]["bad_frame"] == 0, res["link"]
+    assert res["link"]["bad_msg"] >= 6, res["link"]
+    assert "longer than any message" in res["log"]

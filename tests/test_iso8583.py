@@ -55,7 +55,7 @@ class Reader:  # an asyncio stream stand-in that hands out the given chunks
 
 async def frames(chunks):
     r = Reader(chunks)
-    buf = bytearray(4096)
+    buf = bytearray(iso8583.MSG_MAX)  # what the host link reads into
     out = []
     while True:
         try:
@@ -65,6 +65,8 @@ async def frames(chunks):
             return out
         except iso8583.DecodeError as e:
             out.append("ERR " + e.reason)
+            if e.reason == "long":
+                continue  # skipped whole: the next frame is read in step
             return out
         out.append(H(memoryview(buf)[0:n]))
 
@@ -110,6 +112,8 @@ def job(j):
             return {"ok": H(iso8583.frame(U(j["hex"])))}
         except ValueError as e:
             return {"valueerror": str(e)}
+    if op == "msg_max":
+        return {"ok": iso8583.MSG_MAX}
     if op == "read_frames":
         return {"ok": asyncio.run(frames([U(c) for c in j["chunks"]]))}
     k = mac.Mac(U(j["key"])) if "key" in j else None
@@ -198,6 +202,8 @@ def py_decode(raw):
 NUMERIC = {"3": 6, "4": 12, "7": 10, "11": 6, "12": 6, "13": 4, "49": 3, "70": 3, "90": 42}
 AN = {"37": 12, "38": 6, "39": 2}
 ANS = {"41": 8, "42": 15}
+# bytes on the wire of each field at its longest (62: LLLVAR, 3 + 999; 64/128: 16 hex)
+WIRE_MAX = dict(NUMERIC, **AN, **ANS, **{"62": 3 + 999, "64": 16, "128": 16})
 PRINTABLE = "".join(chr(c) for c in range(0x20, 0x7F))
 AN_CHARS = string.ascii_letters + string.digits + " "
 HEXU = "0123456789ABCDEF"
@@ -462,6 +468,9 @@ def test_framing_helpers(mp, tmp_path):
         {"op": "read_frames", "chunks": [f1[:1].hex(), f1[1:5].hex(), f1[5:].hex(), f1[:3].hex()]},
         {"op": "read_frames", "chunks": [f1.hex(), "0000", f1.hex()]},
         {"op": "read_frames", "chunks": [f1.hex(), "1001"]},
+        # longer than any message of the spec: skipped through the buffer, still in step
+        {"op": "read_frames", "chunks": [(b"\x10\x00" + b"x" * 2000).hex(), (b"y" * 2096 + f1).hex()]},
+        {"op": "msg_max"},
     ]
     out = mp_jobs(mp, tmp_path, jobs)
     assert [o.get("ok", o.get("err")) for o in out[:6]] == ["frame", "frame", "frame", 4096, 1, "short"]
@@ -471,6 +480,9 @@ def test_framing_helpers(mp, tmp_path):
     assert out[10]["ok"] == [msg.hex(), "EOF"]  # EOF inside the second frame
     assert out[11]["ok"] == [msg.hex(), "ERR frame"]
     assert out[12]["ok"] == [msg.hex(), "ERR frame"]
+    assert out[13]["ok"] == ["ERR long", msg.hex(), "EOF"]
+    # MTI + two bitmaps + every field of the table at its maximum (LLLVAR: 3 + 999)
+    assert out[14]["ok"] == 4 + 32 + sum(n for _f, n in WIRE_MAX.items())
 
 
 # ---- MAC ----

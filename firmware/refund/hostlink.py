@@ -8,7 +8,6 @@ from micropython import const
 from refund import iso8583
 from refund import mac as _mac
 
-_RX = const(4096)
 _IPPROTO_TCP = const(6)  # same numbers on Linux and lwIP (ESP32, RP2040 W)
 _TCP_NODELAY = const(1)
 # errno values meaning the host was never reached (nothing we sent can have arrived)
@@ -39,7 +38,7 @@ class Link:
         self._wait = {}  # STAN -> _Waiter
         self.unreachable = False  # the last connection attempt never reached the host
         self._answered = False  # this connection delivered at least one frame
-        self._buf = bytearray(_RX)
+        self._buf = bytearray(iso8583.MSG_MAX)  # longest legal message; longer frames are skipped
         self.stats = {"sent": 0, "answers": 0, "bad_mac": 0, "bad_frame": 0, "bad_msg": 0,
                       "unsolicited": 0, "resets": 0, "connects": 0}
 
@@ -128,6 +127,11 @@ class Link:
                 try:
                     n = await iso8583.read_frame_into(r, buf)
                 except iso8583.DecodeError as e:
+                    if e.reason == "long":
+                        self.stats["bad_msg"] += 1
+                        self.log("host", "dropped a frame longer than any message (%d B max)" % len(buf),
+                                 level="WARN")
+                        continue
                     self.stats["bad_frame"] += 1
                     self.close("bad frame length (%s): resetting" % e.reason)
                     return

@@ -19,6 +19,8 @@
 #   hex       MAC field not 16 uppercase hex characters
 #   trailing  bytes after the last field
 #   frame     frame length 0 or above 4096 (frame_len / read_frame)
+#   long      a frame longer than any message of the spec (read_frame_into skips it:
+#             the stream stays in step, the connection need not be reset)
 # validate() adds: missing, unexpected, value, f62. encode() raises ValueError.
 from micropython import const
 
@@ -45,11 +47,17 @@ for _f, _k, _l in ((3, _N, 6), (4, _N, 12), (7, _N, 10), (11, _N, 6), (12, _N, 6
     _LEN[_f] = _l
     _KEYS[_f] = str(_f)
 del _f, _k, _l
+# The longest message the field table allows (MTI, both bitmaps, every field at its
+# maximum): the encode buffer and the host link's receive buffer are this big, not 4096.
+MSG_MAX = 4 + 32
+for _f in range(129):
+    MSG_MAX += _LEN[_f] + (3 if _KIND[_f] & _LLLVAR else 0)
+del _f
 
 _HEXCHARS = b"0123456789ABCDEF"
 _BM = bytearray(16)  # decoded bitmaps (primary 0..7, secondary 8..15)
 _VALS = [None] * 129  # encode scratch: field number -> value
-BUF = bytearray(2 + _MAX_FRAME)  # shared encode buffer (length prefix + message)
+BUF = bytearray(2 + MSG_MAX)  # shared encode buffer (length prefix + message)
 
 
 class DecodeError(ValueError):
@@ -331,14 +339,21 @@ async def _fill(reader, mv):
 
 
 async def read_frame_into(reader, buf):
-    """Read one frame from an asyncio stream into buf (>= 4096 bytes, reused); returns
+    """Read one frame from an asyncio stream into buf (>= MSG_MAX bytes, reused); returns
     the message length n, the message is buf[0:n]. EOFError at end of stream,
-    DecodeError('frame') on a bad length: the caller must then close the connection."""
+    DecodeError('frame') on a bad length: the caller must then close the connection;
+    DecodeError('long') for a frame longer than buf, read and skipped (still in step)."""
     mv = memoryview(buf)
     await _fill(reader, mv[0:2])
     n = frame_len(buf)
-    await _fill(reader, mv[0:n])
-    return n
+    if n <= len(buf):
+        await _fill(reader, mv[0:n])
+        return n
+    while n:  # no message of the spec is this long: skip it through the same buffer
+        k = min(n, len(buf))
+        await _fill(reader, mv[0:k])
+        n -= k
+    raise DecodeError("long")
 
 
 # ---- field 62: key=value;key=value ----
