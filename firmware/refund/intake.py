@@ -83,7 +83,7 @@ class Intake:
                 level="ERROR")
         self._salt = os.urandom(16)  # keys the refusal cache digests (they cover PINs)
         self._cache = []  # [seq, digest, time, reply] of recent refusals
-        self.recent = recent or Recent(recent_max or recent_cap(outbox.cfg))  # 16 B each
+        self.recent = recent or Recent(recent_max or recent_cap(outbox.cfg))  # 12 B each
         self._warned = False
         self.stats = {"refunds": 0, "refused": 0, "resends": 0, "duplicates": 0}
         self._load_recent()
@@ -96,7 +96,7 @@ class Intake:
         for src in (self.ob.history(), self._journal(), self.ob.entries()):
             for e in src:
                 if e["created"] >= since:
-                    self.recent.add(e["created"], e["amount"], e["orrn"], _ecr_num(e["ecr"]), e["seq"])
+                    self.recent.add(e["created"], e["amount"], e["orrn"], e["seq"])
 
     def _journal(self):
         # Completed refunds not yet compacted into the history live only in journal
@@ -133,7 +133,7 @@ class Intake:
         since = self.now() - self.window
         rc = self.recent
         rc.prune(since)
-        seqs = rc.find(amount, orrn, ecr)
+        seqs = rc.find(amount, orrn)
         if not seqs and rc.cut >= since:
             # Slow path: the RAM list had to drop refunds still inside the window.
             if not self._warned:
@@ -382,7 +382,7 @@ class Intake:
         except Refused as r:
             self.log("intake", "seq %s: refused by the outbox: %s" % (seq, r.code), level="WARN")
             return _refuse(r.code, r.text)
-        self.recent.add(e["created"], amount, orrn, int(seq), e["seq"])
+        self.recent.add(e["created"], amount, orrn, e["seq"])
         self.stats["refunds"] += 1
         self.log("intake", "seq %s: %s queued, %d (currency %d), op %s%s" % (
             seq, e["rid"], amount, currency, op, (", supervisor " + sup) if sup else ""))

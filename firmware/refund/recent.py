@@ -1,7 +1,8 @@
 # RAM list of the refunds accepted within the duplicate window, for the duplicate guard
-# and ECR resend recognition: parallel arrays, 16 B an entry, in entry-number order. It only
+# and ECR resend recognition: parallel arrays, 12 B an entry, in entry-number order. It only
 # finds candidates (original RRN and amount are kept as one CRC-32); the caller confirms
-# each one against the entry on flash.
+# each one against the entry on flash, ECR seq included (a refund of the same sale and
+# amount under another ECR seq is rare: not worth 4 B an entry of a board's heap).
 from binascii import crc32
 from micropython import const
 from refund import zeros
@@ -26,10 +27,9 @@ class Recent:
         self.cut = 0  # newest `created` dropped for room while still in the window
         self.created = zeros("I", cap)
         self.key = zeros("I", cap)
-        self.ecr = zeros("I", cap)  # ECR seq, 0 if none
         self.seq = zeros("I", cap)
 
-    def add(self, created, amount, orrn, ecr, seq):
+    def add(self, created, amount, orrn, seq):
         """Insert in entry-number order (= intake order); a number already there is
         kept as it is (recovery may meet one refund in several places)."""
         lo, hi = 0, self.n
@@ -48,12 +48,11 @@ class Recent:
             self.cut = max(self.cut, self.created[0])
             self._drop(1)
             lo -= 1
-        for a in (self.created, self.key, self.ecr, self.seq):
+        for a in (self.created, self.key, self.seq):
             for i in range(self.n, lo, -1):
                 a[i] = a[i - 1]
         self.created[lo] = created
         self.key[lo] = key(orrn, amount)
-        self.ecr[lo] = ecr
         self.seq[lo] = seq
         self.n += 1
 
@@ -66,17 +65,16 @@ class Recent:
 
     def _drop(self, k):
         n = self.n - k
-        for a in (self.created, self.key, self.ecr, self.seq):
+        for a in (self.created, self.key, self.seq):
             for i in range(n):
                 a[i] = a[i + k]
         self.n = n
 
-    def find(self, amount, orrn, ecr=0):
-        """Entry numbers (oldest first) with this amount and original RRN (and ECR seq
-        when ecr is not 0)."""
+    def find(self, amount, orrn):
+        """Entry numbers (oldest first) that may have this amount and original RRN."""
         k = key(orrn, amount)
         out = []
         for i in range(self.n):
-            if self.key[i] == k and (not ecr or self.ecr[i] == ecr):
+            if self.key[i] == k:
                 out.append(self.seq[i])
         return out
