@@ -168,7 +168,7 @@ with open("/flash/ballast", "wb") as f:
             f.write(b)
     except OSError:
         pass
-ob = Outbox("/flash/ob", board.now, print, {"low_water": 0, "max_live": 5000,
+ob = Outbox("/flash/ob", board.now, print, {"low_water": 0, "max_live": 2000,
             "max_pending": 10**12, "compact_min": 64})
 ob.recover()
 ok = []

@@ -1,5 +1,5 @@
 # RAM index of the outbox's live entries: parallel arrays sorted by entry number,
-# 18 B an entry, made for max_live at boot. Capacity grows in chunks, and always *before* any element changes,
+# 22 B an entry, made for max_live at boot. Capacity grows in chunks, and always *before* any element changes,
 # so a MemoryError (likely on a fragmented board heap) never leaves it half-updated.
 from array import array
 from micropython import const
@@ -22,6 +22,7 @@ class Index:
         self.amt = array("i")
         self.ver = array("I")  # version of the latest record
         self.loc = array("i")  # offset in snap, or -1: the latest record is journal file <ver>
+        self.tmp = array("i")  # compaction's new offsets: made with the rest, never mid-drain
         self.reserve(cap)
 
     def clear(self):
@@ -36,12 +37,12 @@ class Index:
         # Allocate everything first; only then swap (nothing changes if this raises).
         # amounts fit 32 bits: config caps limits.max_amount below 2**31
         new = (zeros("I", cap), bytearray(cap), bytearray(cap), zeros("i", cap), zeros("I", cap),
-               zeros("i", cap))
+               zeros("i", cap), zeros("i", cap))
         n = self.n
         for dst, src in zip(new, (self.seq, self.state, self.flags, self.amt, self.ver, self.loc)):
             for i in range(n):
                 dst[i] = src[i]
-        self.seq, self.state, self.flags, self.amt, self.ver, self.loc = new
+        self.seq, self.state, self.flags, self.amt, self.ver, self.loc, self.tmp = new
 
     def find(self, seq):
         a = self.seq

@@ -461,10 +461,11 @@ class Outbox:
             self.on_change(e["seq"], e["state"])
         try:
             self.maybe_compact()
-        except OSError as err:
-            # The change above is durable; compaction is retried on the next write.
+        except (OSError, MemoryError) as err:
+            # The change above is durable (the caller must not see it fail); compaction is
+            # retried on the next write.
             _remove(self.root + "/snap.tmp")
-            self.log("outbox", "compaction failed: %s" % err, level="ERROR")
+            self.log("outbox", "compaction failed: %r" % (err,), level="ERROR")
         return e
 
     def free_bytes(self):
@@ -611,11 +612,12 @@ class Outbox:
         """Completed entries -> hist; live entries -> snap.tmp -> rename; drop journal.
         Streams record by record: RAM stays at one frame plus one offset per entry."""
         h = dict(self.head)
+        old_base = h["base"]
         n_done = 0
         with open(self.root + "/hist", "ab") as hist:
-            for v in self._jfiles():
-                if v <= h["base"]:
-                    continue
+            # Journal versions are consecutive since the last compaction (recovery removes
+            # older leftovers): a range, not a list of up to compact_max file names.
+            for v in range(old_base + 1, self.ver + 1):
                 try:
                     typ, p = self._read_j(v)
                     if typ == R.T_ENTRY:
@@ -639,9 +641,8 @@ class Outbox:
         h["stan_limit"] = self.stan_limit
         locs = self._write_snap(h)
         self.head = h
-        for v in self._jfiles():
-            if v <= h["base"]:
-                _remove(self._jpath(v))
+        for v in range(old_base + 1, h["base"] + 1):
+            _remove(self._jpath(v))
         self._rmdirs()
         self.ix.squeeze(locs)  # completed tombstones leave RAM
 
@@ -651,7 +652,7 @@ class Outbox:
         h["count"] = self.live
         ix = self.ix
         n = ix.n
-        locs = zeros("i", n)
+        locs = ix.tmp  # preallocated: 2 KB made here mid-drain failed on a fragmented heap
         tmp = self.root + "/snap.tmp"
         old = None  # the current snapshot, opened once and read forward (offsets ascend)
         buf = self._buf
