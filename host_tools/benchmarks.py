@@ -220,7 +220,94 @@ def svc_section(tmp):
     return lines
 
 
-SECTIONS = ("outbox", "drain", "poison", "terminal", "svc")
+def _tables(interp):
+    """host_tools/mp/mem_tables.py on a build -> its JSON (modules, tables, per live entry)."""
+    script = os.path.join(MP, "mem_tables.py")
+    if interp == "qemu":
+        from host_tools.qemurun import Qemu
+
+        q = Qemu()
+        try:
+            with open(script) as f:
+                out = q.run(f.read(), timeout=300)
+        finally:
+            q.close()
+    else:
+        env = dict(os.environ)
+        if interp == "64":
+            from host_tools.deploy import cached_build
+
+            env["MICROPYPATH"] = vboard.mp_path(os.path.join(cached_build("unix"), "lib"), MP)
+        else:
+            env["MICROPYPATH"] = ".frozen"
+        r = subprocess.run([vboard.interpreter(interp), "-X", "heapsize=2m", script], env=env,
+                           capture_output=True, text=True, timeout=300)
+        out = r.stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+# (build, interpreter, heaps tried from small to large: the smallest that passes is reported)
+MEM_BUILDS = (("64-bit unix, firmware as .mpy on flash", "64", (320, 352, 384, 448)),
+              ("32-bit unix, firmware frozen", "32", (80, 88, 96, 112)))
+
+
+def memory_section(tmp):
+    """Issue 11: the 1,000-refund run (host_tools/memrun.py) per build, smallest heap."""
+    from host_tools import memrun, mpbuild
+
+    say = lambda m: print("memory: " + m, file=sys.stderr, flush=True)  # noqa: E731
+    sizes = mpbuild.sizes()
+    lines = ["## Memory per build: the 1,000-refund run (issue 11)", "",
+             "(Measured %s.) `python -m host_tools.memrun --interp I --heap H`: the whole terminal "
+             "(ECR intake, sender, printer, housekeeping, service link) takes 500 refunds over the "
+             "ECR link while the host is down (all queued at once, a pending notice printed for "
+             "each), the host comes back and the queue drains while the printer runs out of paper "
+             "and is reloaded, 500 more refunds in service, then a full event-log pull over the "
+             "service link. Pass: every refund accepted, approved exactly once in the host's "
+             "ledger and printed; no MemoryError, no task restart, no refusal for memory "
+             "(`heap_headroom` on: 8 KiB on 32-bit, 16 KiB on 64-bit). Heaps tried from small to "
+             "large; the first that passes is the figure. Peak = heap size less the lowest "
+             "`gc.mem_free()` after `gc.collect()` seen by STATUS during the run." %
+             datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "",
+             "| build | smallest passing heap | failed below it | READY free there | peak after "
+             "collection | modules after import | tables for max_live 500 | heap per live entry "
+             "| firmware flash (text+data) |",
+             "|---|---:|---|---:|---:|---:|---:|---:|---|"]
+    for name, interp, heaps in MEM_BUILDS:
+        t = _tables(interp)
+        ok, failed = None, []
+        for kb in heaps:
+            r = memrun.run("%dk" % kb, interp, workdir=os.path.join(tmp, "mem-%s-%d" % (interp, kb)), log=say)
+            say("%s %dk: %s %s" % (interp, kb, "pass" if r["ok"] else "FAIL", r["why"]))
+            if r["ok"]:
+                ok = r
+                break
+            failed.append("%dk: %s" % (kb, r["why"][:90]))
+        if interp == "32":
+            z = sizes["vboard32"]
+            flash = "%d B (%d B with, %d B without the package)" % (z["firmware"], z["with_firmware"],
+                                                                    z["without_firmware"])
+        else:
+            flash = "n/a (not frozen: bytecode loaded into the heap)"
+        lines.append("| %s | %s | %s | %s | %s | %d B | %d B | %.0f B | %s |" % (
+            name, ok["heap"] if ok else "none of %s" % ", ".join("%dk" % k for k in heaps),
+            "; ".join(failed) or "-", ok["ready_free"] if ok else "-",
+            ok["peak_alloc"] if ok else "-", t["modules"], t["tables_500"], t["per_live"], flash))
+    t = _tables("qemu")
+    z = sizes["qemu"]
+    lines.append("| Cortex-M3 (ports/qemu MPS2_AN385), firmware frozen | not run: the qemu port has no "
+                 "network or UART for ECR and host; its 96 KiB heap runs the board-independent tests "
+                 "(`make qemu`) | - | - | - | %d B | %d B | %.0f B | %d B (%d B with, %d B without) |" % (
+                     t["modules"], t["tables_500"], t["per_live"], z["firmware"], z["with_firmware"],
+                     z["without_firmware"]))
+    lines += ["", "Heap per live entry: the tables the terminal makes at boot for `max_live` (outbox "
+              "index, recent list, retry schedule), (size at 500 - size at 100) / 400; nothing else "
+              "grows with the queue. Modules: every firmware module imported, after collection "
+              "(frozen: function and class objects only, the bytecode stays in flash).", ""]
+    return lines
+
+
+SECTIONS = ("outbox", "drain", "poison", "terminal", "svc", "memory")
 
 
 def _run(name, tmp):
@@ -228,7 +315,7 @@ def _run(name, tmp):
         lines, _ = outbox_section(tmp)
         return lines + [""]
     return {"drain": drain_section, "poison": poison_section, "terminal": terminal_section,
-            "svc": svc_section}[name](tmp)
+            "svc": svc_section, "memory": memory_section}[name](tmp)
 
 
 def _splice(text, new):

@@ -16,6 +16,7 @@ import re
 import socket
 import sys
 import tempfile
+import threading
 import time
 
 from host_tools import refundctl, svclink
@@ -64,6 +65,37 @@ def _printed(pr, cache=None):
     return out
 
 
+class _Console(threading.Thread):
+    """Reads the board's console all along (a console nobody reads drops lines)."""
+
+    def __init__(self, board):
+        super().__init__(daemon=True)
+        self.board = board
+        self.paused = threading.Event()
+        self.idle = threading.Event()
+        self.done = False
+        self.start()
+
+    def run(self):
+        while not self.done:
+            if self.paused.is_set():
+                self.idle.set()
+                time.sleep(0.05)
+                continue
+            self.idle.clear()
+            try:
+                self.board.out += self.board.console.read(4096)
+            except Exception:
+                time.sleep(0.05)
+
+    def pause(self):
+        self.paused.set()
+        self.idle.wait(2)
+
+    def resume(self):
+        self.paused.clear()
+
+
 def _heap_kb(heap):
     return int(heap.rstrip("kK"))
 
@@ -101,6 +133,7 @@ def run(heap, interp="32", outage=500, after=500, workdir=None, timeout=900, log
         if not ready.get("terminal"):
             res["why"] = "terminal did not start"
             return res
+        con = _Console(board)
         link = refundctl.Link(board.ends["ecr"], timeout=5.0, tries=3)
         rids = []
         cache = {}
@@ -108,6 +141,7 @@ def run(heap, interp="32", outage=500, after=500, workdir=None, timeout=900, log
         for i in range(outage + after):
             if i == outage:
                 # The host comes back: the whole queue drains, printing meets the paper-out.
+                res["queued_free"] = int(watch(link).get("heap", 0))
                 sim = HostSim(bytes.fromhex(KEY), port=port, seed=1,
                               ledger_path=os.path.join(d, "ledger.jsonl"))
                 sim.start()
@@ -122,6 +156,12 @@ def run(heap, interp="32", outage=500, after=500, workdir=None, timeout=900, log
                     time.sleep(0.5)
                 res["drain_s"] = round(time.time() - t_drain, 1)
                 pr.set_fault(paper_out=False)  # the clerk reloads paper
+                while int(watch(link).get("live", "1")):  # the receipts print
+                    if time.time() - t_drain > timeout / 2:
+                        res["why"] = "outage receipts did not print"
+                        return res
+                    time.sleep(1)
+                res["print_s"] = round(time.time() - t_drain, 1)
             rep = _refund(link, i)
             if "err" in rep:
                 res["why"] = "refund %d refused: %s (%s)" % (i, rep.get("err"), rep.get("text", ""))
@@ -136,17 +176,20 @@ def run(heap, interp="32", outage=500, after=500, workdir=None, timeout=900, log
             if int(st.get("pending", "1")) == 0 and all(_printed(pr, cache).get(r) for r in rids):
                 break
             time.sleep(1)
+        con.pause()
         board.console.close()  # one owner of the port: the technician's tool now
         c = svclink.Client(board.ends["console"], timeout=3.0)
         c.wire = 0
         p = pull(c, tries=10)
         c.close()
         board.console.open()
+        con.resume()
         res["log_pull"] = {"bytes": len(p["body"]), "frames": p["frames"], "s": round(p["seconds"], 1)}
         watch(link)
         res["lowest_free"] = low[0]
         res["peak_alloc"] = total - low[0]
-        board.out += board.console.read(1 << 20)
+        time.sleep(0.5)
+        con.done = True
         text = board.out.decode(errors="replace")
         bad = [ln for ln in text.splitlines() if _BAD.search(ln)]
         ledger = {}
@@ -170,7 +213,9 @@ def run(heap, interp="32", outage=500, after=500, workdir=None, timeout=900, log
         res["why"] = "%s: %s" % (type(e).__name__, str(e)[-300:])
         if board is not None:
             try:
-                board.out += board.console.read(1 << 20)
+                time.sleep(0.5)
+                if board.proc.poll() is not None:
+                    res["why"] += "; the board died (exit %s)" % board.proc.poll()
                 bad = [ln for ln in board.out.decode(errors="replace").splitlines() if _BAD.search(ln)]
                 if bad:
                     res["why"] += "; console: " + bad[0]

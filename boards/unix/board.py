@@ -12,9 +12,12 @@ NAME = "unix"
 FLASH = "/flash"
 
 # Board default config (merged under the user's config by the application).
+# heap_headroom: what a print job, a host request and a service reply may need on top of
+# what is live (measured by `python -m host_tools.memrun`): 8 KiB of 32-bit objects as on
+# the ESP32 and RP2040 HALs, twice that on a 64-bit build (--interp 64).
 DEFAULTS = {
     "printer_width": 58,
-    "heap_headroom": 16384,
+    "heap_headroom": 16384 if sys.maxsize > 0x7FFFFFFF else 8192,
 }
 
 _dev = None
