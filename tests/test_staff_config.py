@@ -179,6 +179,25 @@ def test_bench_config_loads_with_test_staff_and_is_redacted(mp, tmp_path):
     assert "TEST-ONLY" in bench()["_comment"]
 
 
+def test_printer_baud_and_settings_are_config_keys(mp, tmp_path):
+    """Issue 12: the printer's line rate and the driver's settings come from the config
+    (printer_baud null: the board's UART rate), every bad value reported."""
+    (c,) = lines(config_run(mp, tmp_path, bench()), "OK")
+    assert c["printer_baud"] is None and c["printer"] == {}
+    cfg = dict(bench(), printer_baud=9600, printer={"status_ms": 800, "chunk": 8})
+    (c,) = lines(config_run(mp, tmp_path, cfg), "OK")
+    assert c["printer_baud"] == 9600 and c["printer"] == {"status_ms": 800, "chunk": 8}
+    for baud in (9601, "9600", True, 0):
+        (errs,) = lines(config_run(mp, tmp_path, dict(bench(), printer_baud=baud)), "ERR")
+        assert [e.split(":")[0] for e in errs] == ["printer_baud"], (baud, errs)
+        assert "9600" in errs[0] and "115200" in errs[0]
+    cfg = dict(bench(), printer={"status": 800, "chunk": 0, "poll_ms": "1s"})
+    (errs,) = lines(config_run(mp, tmp_path, cfg), "ERR")
+    assert sorted(e.split(":")[0] for e in errs) == ["printer.chunk", "printer.poll_ms", "printer.status"]
+    (errs,) = lines(config_run(mp, tmp_path, dict(bench(), printer=[])), "ERR")
+    assert [e.split(":")[0] for e in errs] == ["printer"]
+
+
 def test_real_staff_are_not_test_credentials(mp, tmp_path):
     cfg = bench()
     cfg["bench"] = False

@@ -112,6 +112,35 @@ def test_test_credentials_refused_on_a_real_board(tmp_path, interp):
         s.close()
 
 
+@pytest.mark.parametrize("told_by", ["bench", "config"])
+def test_a_9600_baud_printer_is_paced_to_its_line(tmp_path, interp, told_by):
+    """Issue 12: the printer's baud reaches the driver's pacing, from the board's printer
+    UART (refund-bench --printer-baud) or from the config's printer_baud (the board then
+    sets its UART to it). The printer (960 B/s line, paper slower still) gets whole
+    receipts and nothing overruns its 1 KB buffer: paced for 115200 the terminal wrote
+    kilobytes that XOFF came too late for."""
+    config = None
+    if told_by == "config":
+        with open(BENCH_CFG) as f:
+            cfg = json.load(f)
+        cfg["printer_baud"] = 9600
+        config = tmp_path / "cfg9600.json"
+        config.write_text(json.dumps(cfg))
+        config = str(config)
+    s = Shop(tmp_path / "shop", interp=interp, printer_baud=9600, tell_board=told_by == "bench",
+             config=config, printer_kw={"buffer_size": 1024, "lines_per_sec": 15})
+    try:
+        r = s.refund(960, orrn="ORIG96000001", check=True)
+        s.wait_state(r["rid"], ("printed",), timeout=90)
+        docs = [d for d, _t in s.receipts_for(r["rid"])]
+        assert len(docs) == 2 and all(d["complete"] for d in docs), docs
+        assert s.printer.stats["overrun"] == 0, s.printer.stats
+        assert s.printer.stats["xoff"] >= 1, s.printer.stats  # the paper was the bottleneck
+        s.board.read_until(b"printer: line 9600 baud")
+    finally:
+        s.close()
+
+
 def test_status_shows_printer_and_host_state_to_staff(shop):
     st = shop.ctl("status", check=True)
     assert st["printer"] in ("ready", "absent") and st["host"] == "up" and st["live"] == 0, st

@@ -16,11 +16,13 @@ DEFAULTS = {
     "heap_headroom": 8192,
 }
 
-# role -> (UART id, tx pin, rx pin, baud)
+# role -> (UART id, tx pin, rx pin, baud); config printer_baud overrides the printer's.
+# _open: role -> [the machine.UART uart() made, its baud now].
 UARTS = {
     "printer": (0, 0, 1, 115200),
     "ecr": (1, 4, 5, 115200),
 }
+_open = {}
 
 _RESET = {
     machine.PWRON_RESET: "power_on",
@@ -71,8 +73,22 @@ def uart(role):
     if cfg is None:
         raise ValueError("unknown uart role %r (have: console, %s)" % (role, ", ".join(sorted(UARTS))))
     uid, tx, rx, baud = cfg
-    return machine.UART(uid, baudrate=baud, tx=machine.Pin(tx), rx=machine.Pin(rx),
-                        rxbuf=1024, timeout=0)
+    u = machine.UART(uid, baudrate=baud, tx=machine.Pin(tx), rx=machine.Pin(rx),
+                     rxbuf=1024, timeout=0)
+    _open[role] = [u, baud]
+    return u
+
+
+def uart_baud(role, baud=None):
+    """The line rate role's UART runs at (the role table's); with baud (config
+    printer_baud: the printer's DIP switches), the UART is set to it first."""
+    o = _open.get(role)
+    if o is None:
+        return baud or UARTS[role][3]
+    if baud and baud != o[1]:
+        o[0].init(baudrate=baud)
+        o[1] = baud
+    return o[1]
 
 
 def console():

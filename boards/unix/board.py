@@ -111,6 +111,11 @@ def _open_tty(role, path):
 
 
 _UART_ENV = {"printer": "REFUND_PRINTER", "ecr": "REFUND_ECR"}
+# The line rate of each UART: the printer's is the bench's (refund-bench --printer-baud),
+# unless config printer_baud sets it at boot (uart_baud). On a pty it is the null-modem's
+# throttle that makes it a line rate; on a USB serial adapter the tty runs at it.
+_BAUD = {"printer": _int_env("REFUND_PRINTER_BAUD", 115200), "ecr": 115200}
+_open = {}
 
 
 def uart(role):
@@ -123,7 +128,28 @@ def uart(role):
     path = _env(var)
     if not path:
         return None  # not wired on this bench run
-    return _open_tty(role, path)
+    f = _open_tty(role, path)
+    _open[role] = f
+    _set_speed(f, _BAUD[role])
+    return f
+
+
+def uart_baud(role, baud=None):
+    """The line rate role's UART runs at; with baud (config printer_baud), set it first."""
+    if baud and baud != _BAUD[role]:
+        _BAUD[role] = baud
+        if role in _open:
+            _set_speed(_open[role], baud)
+    return _BAUD[role]
+
+
+def _set_speed(f, baud):
+    speed = getattr(termios, "B%d" % baud, None)
+    if speed is None:
+        return  # a rate this termios module has no name for: the tty keeps its own
+    a = termios.tcgetattr(f.fileno())
+    a[4] = a[5] = speed
+    termios.tcsetattr(f.fileno(), termios.TCSANOW, a)
 
 
 def console():

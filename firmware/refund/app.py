@@ -115,7 +115,8 @@ class Terminal:
         if uarts.get("printer") is not None:
             from refund.printer import Printer
 
-            self.printer = Printer(uarts["printer"], self.ob, cfg, log, board.now)
+            self.printer = Printer(uarts["printer"], self.ob, cfg, log, board.now,
+                                   board.uart_baud("printer", cfg["printer_baud"]), cfg["printer"])
             self.printer.host_up = lambda: self.sender.host_up
         mark = self._held("staff+printer", mark)
         self.intake = Intake(self.ob, self.staff, cfg, log, board.now, printer=self.printer,

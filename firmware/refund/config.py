@@ -26,7 +26,10 @@ DEFAULTS = {
     "tech_key": "",  # technician key for the service link's privileged commands ("" = none)
     "evlog_cap": 262144,  # event log bytes on flash
     "evlog_segments": 8,
+    "printer_baud": None,  # the printer's line rate; None: the board's (its UART role table)
+    "printer": {},  # printer settings (refund.prlink.DEFAULTS keys)
 }
+BAUDS = (1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200, 230400, 460800, 921600)
 REQUIRED = ("terminal_id", "merchant_id", "mac_key", "host")
 KNOWN = REQUIRED + ("currencies",) + tuple(DEFAULTS)
 LIMITS = ("max_live", "max_amount", "max_pending", "low_water", "stale_s", "keep_n", "keep_s")
@@ -138,6 +141,22 @@ def _check_staff(errs, staff):
                 errs.append("%s.%s: unknown key" % (where, k))
 
 
+def _check_printer(errs, baud, pr):
+    if baud is not None and (not _is_int(baud) or baud not in BAUDS):
+        errs.append("printer_baud: must be one of %s (the printer's line rate), or null for "
+                    "the board's" % ", ".join(str(b) for b in BAUDS))
+    if not isinstance(pr, dict):
+        errs.append("printer: must be an object (printer settings)")
+    elif pr:
+        from refund.prlink import DEFAULTS as known  # only when there is something to check
+
+        for k in sorted(pr):
+            if k not in known:
+                errs.append("printer.%s: unknown key" % k)
+            elif not _is_int(pr[k]) or pr[k] < 1:
+                errs.append("printer.%s: must be a positive integer" % k)
+
+
 def validate(c, file_keys=None):
     """List of errors (empty when c is good). file_keys: keys that came from the file
     (only those are checked for being unknown; board defaults may add their own)."""
@@ -222,6 +241,7 @@ def validate(c, file_keys=None):
         key = _hex_bytes(tk)
         if key is None or len(key) < 16:
             errs.append("tech_key: must be hex, at least 16 bytes (32 hex characters), or \"\"")
+    _check_printer(errs, c.get("printer_baud"), c.get("printer"))
     _int_in(errs, "evlog_cap", c.get("evlog_cap"), 16384, 16 * 1024 * 1024)
     _int_in(errs, "evlog_segments", c.get("evlog_segments"), 2, 64)
     return errs

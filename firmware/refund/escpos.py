@@ -1,5 +1,5 @@
-# ESC/POS byte builder and status decoding (Epson TM command set, as on the thermal
-# printers of Chinese bank terminals). Pure functions returning bytes; no I/O here.
+# ESC/POS (Epson TM command set, as on the thermal printers of Chinese bank terminals):
+# byte builders, the decoders of every status answer, and command lengths. No I/O here.
 from micropython import const
 
 XON = const(0x11)
@@ -80,34 +80,102 @@ def code128(data, height=60):
             bytes((len(d),)) + d)
 
 
-# ---- status decoding --------------------------------------------------------------
-# Every DLE EOT reply has the fixed bits 0xx1xx10; a byte without them is not a
-# status byte (line noise, XON/XOFF, an echo) and must not be trusted.
+# ---- status decoding: every rule applied to what the printer answers -------------
+# Printer states a status answer can say (refund.printer adds printing and absent).
+READY = "ready"
+PAPER_OUT = "paper_out"
+COVER_OPEN = "cover_open"
+OFFLINE = "offline"
+ERROR = "error"
+
+
 def status_valid(b):
+    """Every DLE EOT reply has the fixed bits 0xx1xx10; a byte without them is not a
+    status byte (line noise, XON/XOFF, an echo) and must not be trusted."""
     return (b & 0x93) == 0x12
 
 
-def decode_status(n, b):
-    """dict of flags for a DLE EOT n reply, or None if b is not a valid status byte."""
-    if not status_valid(b):
-        return None
-    if n == 1:
-        return {"offline": bool(b & 0x08), "waiting_recovery": bool(b & 0x20)}
-    if n == 2:
-        return {"cover_open": bool(b & 0x04), "feed_button": bool(b & 0x08),
-                "paper_stop": bool(b & 0x20), "error": bool(b & 0x40)}
-    if n == 3:
-        return {"cutter_error": bool(b & 0x08), "unrecoverable": bool(b & 0x20),
-                "auto_recoverable": bool(b & 0x40)}
-    if n == 4:
-        return {"near_end": (b & 0x0C) == 0x0C, "paper_end": (b & 0x60) == 0x60}
-    return None
-
-
 def paper_sensor_valid(b):
-    """GS r 1 reply: Epson layout 0xx0xxxx (bits 4 and 7 fixed 0)."""
+    """GS r 1 reply: Epson layout 0xx0xxxx (bits 4 and 7 fixed 0; never a DLE EOT
+    reply, XON or XOFF)."""
     return (b & 0x90) == 0
 
 
-def paper_sensor(b):
-    return {"near_end": (b & 0x03) == 0x03, "paper_end": (b & 0x0C) == 0x0C}
+def paper_sensor_end(b):
+    """GS r 1 reply: paper end."""
+    return (b & 0x0C) == 0x0C
+
+
+def near_end(b4):
+    """DLE EOT 4 reply: paper near its end (still printing)."""
+    return (b4 & 0x0C) == 0x0C
+
+
+def state(b1, b2, b4):
+    """The printer's state from trusted DLE EOT 1, 2 and 4 replies."""
+    if b2 & 0x04:
+        return COVER_OPEN
+    if (b4 & 0x60) == 0x60 or b2 & 0x20:  # paper end sensor, or stopped for paper
+        return PAPER_OUT
+    if b2 & 0x40:
+        return ERROR
+    if b1 & 0x08:
+        return OFFLINE
+    return READY
+
+
+# ---- command lengths --------------------------------------------------------------
+_ESC = const(0x1B)
+_FS = const(0x1C)
+_GS = const(0x1D)
+_DLE = const(0x10)
+
+
+class Splitter:
+    """Where the ESC/POS commands of an outgoing stream begin and end: a real-time
+    request may only go between two (Epson: a DLE EOT inside another command's data is
+    taken as data). Tracks FS & / FS . / ESC @ for the 2-byte characters."""
+
+    def __init__(self):
+        self.kanji = False
+
+    def length(self, b, i, n):
+        """Length of the command or character at b[i] (cut at n)."""
+        c = b[i]
+        k = 1
+        if c == _ESC:
+            k = 2 if i + 1 < n and b[i + 1] in b"@2<im" else 3
+            if k == 2 and b[i + 1] == 0x40:
+                self.kanji = False
+        elif c == _FS:
+            if i + 1 < n and b[i + 1] == 0x26:
+                self.kanji = True
+                k = 2
+            elif i + 1 < n and b[i + 1] == 0x2E:
+                self.kanji = False
+                k = 2
+            else:
+                k = 3
+        elif c == _GS:
+            m = b[i + 1] if i + 1 < n else 0
+            if m == 0x28 and i + 4 < n:  # GS ( X pL pH data
+                k = 5 + b[i + 3] + 256 * b[i + 4]
+            elif m == 0x6B and i + 2 < n:  # GS k m ...
+                if b[i + 2] >= 65:
+                    k = 4 + (b[i + 3] if i + 3 < n else 0)
+                else:
+                    k = 3
+                    while i + k < n and b[i + k]:
+                        k += 1
+                    k += 1
+            elif m == 0x56 and i + 2 < n and b[i + 2] in b"ABabgh":
+                k = 4
+            elif m == 0x76 and i + 7 < n:  # GS v 0 m xL xH yL yH data
+                k = 8 + (b[i + 4] + 256 * b[i + 5]) * (b[i + 6] + 256 * b[i + 7])
+            else:
+                k = 3
+        elif c == _DLE:
+            k = 3
+        elif c >= 0x81 and self.kanji:
+            k = 2
+        return k if i + k <= n else n - i

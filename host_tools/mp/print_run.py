@@ -14,9 +14,14 @@
 #   amount     first amount (minor units), +1 per refund; currency (156)
 #   gen        fixed rid generation for a new outbox (golden tests); clock: fixed UTC s
 #   reprint    indexes to reprint (staff) once the queue is done; report: queue report
+#   host_down  the sender's view of the host is "down" (pending notices at once)
+#   damage     indexes whose intake record is overwritten on flash (CRC fails: the
+#              outbox cannot read that entry any more)
+#   notices    also wait until this many pending notices are printed
 #   deadline_ms, verbose
 # Prints "BOOT <rid> <state> <flags>" per live entry before the driver starts, "LOG ..."
 # lines, then "RESULT {json}" (entries, printer status, elapsed).
+import os
 import sys
 import json
 import time
@@ -53,11 +58,28 @@ for seq in range(1, ob.next_seq):
         e = ob.get(ob.rid(seq))
         print("BOOT", e["rid"], e["state_name"], e["flags"])
 
+
+def jfiles():
+    # The journal's record files (docs/outbox-format.md: FLASH/ob/j/GGGGGGG/NNNNNNNN).
+    out = []
+    for d in os.listdir("/flash/ob/j"):
+        for f in os.listdir("/flash/ob/j/" + d):
+            out.append("/flash/ob/j/%s/%s" % (d, f))
+    return out
+
+
 rids = []
 for i in range(cfg.get("n", 0)):
+    before = jfiles() if i in cfg.get("damage", []) else None
     e = ob.intake(cfg.get("amount", 1234) + i, cfg.get("currency", 156), "ORIG%08d" % i,
                   "%02d" % (i % 100))
     rids.append(e["rid"])
+    if before is not None:
+        for path in jfiles():
+            if path not in before:
+                n = os.stat(path)[6]
+                with open(path, "wb") as f:
+                    f.write(b"\xa5" * n)
 for i in cfg.get("sent", []):
     ob.mark_sent(rids[i])
 for i in cfg.get("approve", []):
@@ -71,6 +93,8 @@ for i, code in cfg.get("decline", []):
 uart = board.uart("printer")
 p = Printer(uart, ob, cfg.get("cfg", {}), log, clock, cfg.get("baud", 115200), cfg.get("opts"))
 ob.on_change = p.wake
+if cfg.get("host_down"):
+    p.host_up = lambda: False
 
 
 def owed():
@@ -84,7 +108,8 @@ async def main():
     t0 = time.ticks_ms()
     task = asyncio.create_task(p.run())
     deadline = cfg.get("deadline_ms", 30000)
-    while owed() and time.ticks_diff(time.ticks_ms(), t0) < deadline:
+    while (owed() or p.counts["notices"] < cfg.get("notices", 0)) and \
+            time.ticks_diff(time.ticks_ms(), t0) < deadline:
         await asyncio.sleep_ms(20)
     extra = []
     for i in cfg.get("reprint", []):
@@ -96,7 +121,11 @@ async def main():
     await asyncio.sleep_ms(0)
     entries = []
     for seq in range(1, ob.next_seq):
-        e = ob.get(ob.rid(seq))
+        try:
+            e = ob.get(ob.rid(seq))
+        except Exception as ex:  # damaged on purpose
+            print("UNREADABLE", ob.rid(seq), repr(ex))
+            continue
         if e:
             entries.append({"rid": e["rid"], "seq": seq, "state": e["state_name"],
                             "flags": e["flags"], "aver": e["aver"], "code": e["code"],
