@@ -138,30 +138,35 @@ def run(heap, interp="32", outage=500, after=500, workdir=None, timeout=900, log
         rids = []
         cache = {}
         pr.set_fault(paper_out_after=400)  # runs out a few receipts into the drain
+        def host_back():
+            nonlocal sim
+            # The host comes back: the whole queue drains, printing meets the paper-out.
+            res["queued_free"] = int(watch(link).get("heap", 0))
+            sim = HostSim(bytes.fromhex(KEY), port=port, seed=1,
+                          ledger_path=os.path.join(d, "ledger.jsonl"))
+            sim.start()
+            t_drain = time.time()
+            while True:
+                st = watch(link)
+                if int(st.get("pending", "1")) == 0:
+                    break
+                if time.time() - t_drain > timeout / 3:
+                    res["why"] = "outage queue did not drain: %r" % st
+                    return False
+                time.sleep(0.5)
+            res["drain_s"] = round(time.time() - t_drain, 1)
+            pr.set_fault(paper_out=False)  # the clerk reloads paper
+            while int(watch(link).get("live", "1")):  # the receipts print
+                if time.time() - t_drain > timeout / 2:
+                    res["why"] = "outage receipts did not print"
+                    return False
+                time.sleep(1)
+            res["print_s"] = round(time.time() - t_drain, 1)
+            return True
+
         for i in range(outage + after):
-            if i == outage:
-                # The host comes back: the whole queue drains, printing meets the paper-out.
-                res["queued_free"] = int(watch(link).get("heap", 0))
-                sim = HostSim(bytes.fromhex(KEY), port=port, seed=1,
-                              ledger_path=os.path.join(d, "ledger.jsonl"))
-                sim.start()
-                t_drain = time.time()
-                while True:
-                    st = watch(link)
-                    if int(st.get("pending", "1")) == 0:
-                        break
-                    if time.time() - t_drain > timeout / 3:
-                        res["why"] = "outage queue did not drain: %r" % st
-                        return res
-                    time.sleep(0.5)
-                res["drain_s"] = round(time.time() - t_drain, 1)
-                pr.set_fault(paper_out=False)  # the clerk reloads paper
-                while int(watch(link).get("live", "1")):  # the receipts print
-                    if time.time() - t_drain > timeout / 2:
-                        res["why"] = "outage receipts did not print"
-                        return res
-                    time.sleep(1)
-                res["print_s"] = round(time.time() - t_drain, 1)
+            if i == outage and not host_back():
+                return res
             rep = _refund(link, i)
             if "err" in rep:
                 res["why"] = "refund %d refused: %s (%s)" % (i, rep.get("err"), rep.get("text", ""))
@@ -170,6 +175,8 @@ def run(heap, interp="32", outage=500, after=500, workdir=None, timeout=900, log
             if i % 100 == 99:
                 watch(link)
                 log("%s %s: %d refunds" % (interp, heap, i + 1))
+        if not after and not host_back():
+            return res
         end = time.time() + timeout / 3
         while time.time() < end:
             st = watch(link)

@@ -124,6 +124,10 @@ class Terminal:
         self._held("intake", mark)
         log("app", "heap held: " + " ".join("%s %d" % kv for kv in sorted(self.heap.items())))
         self.ecr = uarts.get("ecr")
+        if self.ecr is not None:
+            from refund.ecr import Parser
+
+            self.ecr_parser = Parser()  # reused by every restart of the ECR task
         self.ob.on_change = self._changed
 
     def _held(self, part, mark):
@@ -144,7 +148,8 @@ class Terminal:
         if self.printer is not None:
             out.append(("printer", self.printer.run))
         if self.ecr is not None:
-            out.append(("ecr", lambda: ecr.serve(self.ecr, self.intake.handle, log)))
+            out.append(("ecr", lambda: ecr.serve(self.ecr, self.intake.handle, log,
+                                                 parser=self.ecr_parser)))
         return out
 
     async def _housekeeping(self):

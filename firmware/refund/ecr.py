@@ -158,6 +158,7 @@ class Parser:
     def __init__(self, max_payload=MAX_PAYLOAD):
         self.max = max_payload
         self.buf = bytearray(max_payload + _OVER)
+        self.chunk = bytearray(_CHUNK)  # serve()'s reads
         self.n = 0
         self.stats = {"frames": 0, "bad_crc": 0, "bad_frame": 0, "oversized": 0,
                       "truncated": 0, "garbage": 0}
@@ -293,7 +294,7 @@ def streams(stream, writer=None):
     return asyncio.StreamReader(stream), writer or asyncio.StreamWriter(stream, {})
 
 
-async def serve(stream, handler, log, writer=None, stop_on_eof=False, stats=None):
+async def serve(stream, handler, log, writer=None, stop_on_eof=False, stats=None, parser=None):
     """Serve ECR requests from stream until cancelled (or, with stop_on_eof, until the
     stream ends). stream: a raw UART/tty object (non-blocking reads) or an asyncio
     stream; writer: a separate asyncio writer (TCP), else the stream itself.
@@ -301,13 +302,15 @@ async def serve(stream, handler, log, writer=None, stop_on_eof=False, stats=None
     string values and always has "seq". Bad input never ends it: bad frames are
     dropped, handler errors answered 'internal'. A write error on the stream (OSError)
     is raised: the app's task supervisor restarts the task. Returns the parser stats
-    (stop_on_eof)."""
+    (stop_on_eof). parser: a Parser made once at boot, so a restarted task needs no
+    new 1 KB buffer from a heap that may by then be fragmented."""
     r, w = streams(stream, writer)
-    p = Parser()
+    p = parser or Parser()
+    p.n = 0  # a restart after a failure: whatever was half-read is gone (the ECR resends)
     if stats is None:
         stats = {}
     stats["parser"] = p.stats
-    chunk = bytearray(_CHUNK)
+    chunk = p.chunk
     last = time.ticks_ms()
     while True:
         frames = None
@@ -341,7 +344,16 @@ async def serve(stream, handler, log, writer=None, stop_on_eof=False, stats=None
                 continue
             last = time.ticks_ms()
             before = p.stats["bad_crc"] + p.stats["bad_frame"] + p.stats["oversized"]
-            frames = p.feed(memoryview(chunk)[:n])
+            try:
+                frames = p.feed(memoryview(chunk)[:n])
+            except MemoryError:
+                # Nothing in these bytes was accepted yet: drop them, the ECR resends
+                # (same seq, same answer). Serving goes on.
+                p.n = 0
+                stats["memory"] = stats.get("memory", 0) + 1
+                log("ecr", "out of memory reading a request: %d B dropped" % n, level="ERROR")
+                await asyncio.sleep_ms(_IDLE_MS)
+                continue
             bad = p.stats["bad_crc"] + p.stats["bad_frame"] + p.stats["oversized"] - before
             if bad:
                 log("ecr", "%d bad frame(s) dropped (totals: crc %d, framing %d, oversized %d)"

@@ -7,6 +7,7 @@
 # 0430. While the host cannot be reached, an 0800 echo probes it instead of refunds;
 # when the echo answers the whole queue is woken at once.
 import asyncio
+import gc
 import random
 import time
 from micropython import const
@@ -25,6 +26,9 @@ DEFAULTS = {
     "backoff_factor": 2,
     "echo_base_ms": 1000,
     "echo_cap_ms": 30000,
+    # Free heap needed to put one more request on the wire (its message, frame, task and
+    # answer, and the journal writes it causes): below it the window narrows, never to 0.
+    "request_heap": 6144,
 }
 
 _RETRY_CODES = ("91", "96")  # "not done": keep queued, repeat with 0201 later
@@ -58,7 +62,8 @@ class Sender:
         self._kick = asyncio.Event()  # retry_now(): probe the host without waiting
         # sends: every 0200/0201/0420/0421; retries: the repeats among them; retry: 91/96
         self.stats = {"approved": 0, "declined": 0, "retry": 0, "unknown": 0, "reversed": 0,
-                      "echo": 0, "mismatch": 0, "sends": 0, "retries": 0, "timeouts": 0}
+                      "echo": 0, "mismatch": 0, "sends": 0, "retries": 0, "timeouts": 0,
+                      "heap_waits": 0}
 
     def wake(self, *_):
         self._wake.set()
@@ -185,10 +190,22 @@ class Sender:
                 if busy_n >= c["window"]:
                     continue
                 busy_n += 1
+            if self._busy and not self._heap_ok():
+                self.stats["heap_waits"] += 1  # the window narrows; a completion re-launches
+                break
             self._busy[seq] = [sus, now]
             asyncio.create_task(self._one(seq))
             if not self.host_up or (busy_n >= c["window"] and busy_s >= c["suspect_window"]):
                 break
+
+    def _heap_ok(self):
+        # A board heap shared with the printer and the till: a drain of a full outbox
+        # must not take all of it at once (a MemoryError there fails the others).
+        need = self.cfg["request_heap"]
+        if gc.mem_free() >= need:
+            return True
+        gc.collect()
+        return gc.mem_free() >= need
 
     async def run(self):
         while True:
