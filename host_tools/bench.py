@@ -127,9 +127,11 @@ def cmd_board(a):
         env.pop("REFUND_PRINTER_BAUD", None)
     if interp == "32":
         env["MICROPYPATH"] = vboard.frozen_path()
-        # What a board runs: littlefs caches of 512 B (a board's stock mount has smaller
-        # ones still), not the 2 KiB the 64-bit bench uses to save block-device calls.
-        env.setdefault("REFUND_LFS_READ", "128")
+        # What a board runs: littlefs caches of 256 B per open file (an ESP32's stock
+        # mount has 128 B), not the 2 KiB the 64-bit bench uses to save block-device
+        # calls. At 96 KiB, 512 B caches failed to open journal files once the heap had
+        # fragmented (python -m host_tools.memrun, docs/boards.md).
+        env.setdefault("REFUND_LFS_READ", "64")
     if getattr(a, "config", None):
         env["REFUND_CONFIG"] = _terminal_config(a)
     else:
