@@ -83,7 +83,7 @@ class Intake:
                 level="ERROR")
         self._salt = os.urandom(16)  # keys the refusal cache digests (they cover PINs)
         self._cache = []  # [seq, digest, time, reply] of recent refusals
-        self.recent = recent or Recent(recent_max or recent_cap(outbox.cfg))  # 12 B each
+        self.recent = recent or Recent(recent_max or recent_cap(outbox.cfg))  # 8 B each
         self._warned = False
         self.stats = {"refunds": 0, "refused": 0, "resends": 0, "duplicates": 0}
         self._load_recent()

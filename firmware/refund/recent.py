@@ -1,11 +1,15 @@
 # RAM list of the refunds accepted within the duplicate window, for the duplicate guard
-# and ECR resend recognition: parallel arrays, 12 B an entry, in entry-number order. It only
+# and ECR resend recognition: parallel arrays, 8 B an entry, in entry-number order. It only
 # finds candidates (original RRN and amount are kept as one CRC-32); the caller confirms
 # each one against the entry on flash, ECR seq included (a refund of the same sale and
 # amount under another ECR seq is rare: not worth 4 B an entry of a board's heap).
 from binascii import crc32
 from micropython import const
 from refund import zeros
+
+_SPAN = const(65535)  # 16-bit fields: minutes since t0, entry numbers since s0
+_BACK_MIN = const(44640)  # t0 = first created - 31 days (the longest duplicate window)
+_REBASE_MIN = const(1440)  # a day of minutes freed when created outgrows the span
 
 
 _RECENT_MIN = const(300)  # completed refunds kept in RAM for the duplicate / resend checks
@@ -21,53 +25,112 @@ def key(orrn, amount):
 
 
 class Recent:
+    """created is kept as minutes after t0 rounded up (an entry may linger up to a minute
+    past the window: the caller checks `created` on flash) and the entry number as an
+    offset from s0: 16 bits each, next to a 32-bit key."""
+
     def __init__(self, cap):
         self.cap = cap
         self.n = 0
         self.cut = 0  # newest `created` dropped for room while still in the window
-        self.created = zeros("I", cap)
+        self.t0 = -1  # UTC s, set by the first add
+        self.s0 = 0
+        self.mins = zeros("H", cap)
         self.key = zeros("I", cap)
-        self.seq = zeros("I", cap)
+        self.dseq = zeros("H", cap)
+
+    def created(self, i):
+        """Upper bound of entry i's created (UTC s)."""
+        return self.t0 + self.mins[i] * 60
+
+    def seq(self, i):
+        return self.s0 + self.dseq[i]
+
+    def _minutes(self, created):
+        if self.t0 < 0:
+            self.t0 = (created - _BACK_MIN * 60) // 60 * 60  # on the clock's minutes
+        m = (created - self.t0 + 59) // 60
+        if m > _SPAN:
+            # Far past t0: move it on; what falls below 0 is older than any window.
+            shift = m - _SPAN + _REBASE_MIN
+            for i in range(self.n):
+                self.mins[i] = max(0, self.mins[i] - shift)
+            self.t0 += shift * 60
+            m -= shift
+        return max(0, m)  # a clock set back by over 31 days: counts as old as t0
+
+    def _offset(self, seq, created):
+        """seq - s0, moving s0 if needed; -1 if seq cannot be kept (counted in cut)."""
+        if not self.n:
+            self.s0 = max(0, seq - _SPAN // 2)
+        d = seq - self.s0
+        if d < 0:
+            top = self.dseq[self.n - 1] if self.n else 0
+            if top - d > _SPAN:
+                self.cut = max(self.cut, created)
+                return -1
+            for i in range(self.n):
+                self.dseq[i] -= d
+            self.s0 = seq
+            return 0
+        if d > _SPAN:
+            shift = d - _SPAN + _SPAN // 4
+            k = 0
+            while k < self.n and self.dseq[k] < shift:
+                k += 1
+            if k:
+                self.cut = max(self.cut, self.created(k - 1))
+                self._drop(k)
+            for i in range(self.n):
+                self.dseq[i] -= shift
+            self.s0 += shift
+            d -= shift
+        return d
 
     def add(self, created, amount, orrn, seq):
         """Insert in entry-number order (= intake order); a number already there is
         kept as it is (recovery may meet one refund in several places)."""
+        m = self._minutes(created)
+        d = self._offset(seq, created)
+        if d < 0:
+            return
         lo, hi = 0, self.n
+        a = self.dseq
         while lo < hi:
             mid = (lo + hi) // 2
-            if self.seq[mid] < seq:
+            if a[mid] < d:
                 lo = mid + 1
             else:
                 hi = mid
-        if lo < self.n and self.seq[lo] == seq:
+        if lo < self.n and a[lo] == d:
             return
         if self.n == self.cap:
             if lo == 0:
                 self.cut = max(self.cut, created)  # older than everything kept
                 return
-            self.cut = max(self.cut, self.created[0])
+            self.cut = max(self.cut, self.created(0))
             self._drop(1)
             lo -= 1
-        for a in (self.created, self.key, self.seq):
+        for arr in (self.mins, self.key, self.dseq):
             for i in range(self.n, lo, -1):
-                a[i] = a[i - 1]
-        self.created[lo] = created
+                arr[i] = arr[i - 1]
+        self.mins[lo] = m
         self.key[lo] = key(orrn, amount)
-        self.seq[lo] = seq
+        self.dseq[lo] = d
         self.n += 1
 
     def prune(self, since):
         k = 0
-        while k < self.n and self.created[k] < since:
+        while k < self.n and self.created(k) < since:
             k += 1
         if k:
             self._drop(k)
 
     def _drop(self, k):
         n = self.n - k
-        for a in (self.created, self.key, self.seq):
+        for arr in (self.mins, self.key, self.dseq):
             for i in range(n):
-                a[i] = a[i + k]
+                arr[i] = arr[i + k]
         self.n = n
 
     def find(self, amount, orrn):
@@ -76,5 +139,5 @@ class Recent:
         out = []
         for i in range(self.n):
             if self.key[i] == k:
-                out.append(self.seq[i])
+                out.append(self.s0 + self.dseq[i])
         return out
