@@ -5,6 +5,7 @@
 import json
 from binascii import unhexlify
 from refund import staff as _staff
+from refund.chars import printable
 
 PATH = "/flash/config.json"
 
@@ -54,12 +55,7 @@ def _is_int(v):
 
 def _ans(v, n, exact=True):
     # ISO 8583 "ans": printable ASCII
-    if not isinstance(v, str) or (len(v) != n if exact else not 0 < len(v) <= n):
-        return False
-    for c in v:
-        if not " " <= c <= "~":
-            return False
-    return True
+    return printable(v, n if exact else 1, n)
 
 
 def _hex_bytes(v):
@@ -111,12 +107,7 @@ def _check_staff(errs, staff):
             errs.append(where + ": must be an object")
             continue
         sid = e.get("id")
-        ok_id = isinstance(sid, str) and 0 < len(sid) <= 8
-        if ok_id:
-            for ch in sid:
-                if not " " < ch <= "~" or ch in ";=":
-                    ok_id = False
-        if not ok_id:
+        if not printable(sid, 1, 8, b" ;="):
             errs.append(where + ".id: must be 1 to 8 printable characters (no ; =)")
         else:
             where = "staff[%d] (%s)" % (i, sid)

@@ -12,6 +12,7 @@ import asyncio
 import time
 from binascii import crc32
 from micropython import const
+from refund.chars import clean, digits, printable
 
 STX = const(0x02)
 ETX = const(0x03)
@@ -48,18 +49,7 @@ def frame(payload):
 def _clean(v):
     # Values are printable ASCII; anything else (a reply text from an exception, a
     # merchant name) is replaced so the frame stays well formed. No copy when clean.
-    s = str(v)
-    b = s.encode()
-    for c in b:
-        if not 0x20 <= c <= 0x7E:
-            break
-    else:
-        return s
-    out = bytearray(b)
-    for i in range(len(out)):
-        if not 0x20 <= out[i] <= 0x7E:
-            out[i] = 0x3F  # '?'
-    return out.decode()
+    return clean(v, MAX_PAYLOAD)
 
 
 def encode(d):
@@ -82,20 +72,11 @@ def encode(d):
 
 
 def _key_ok(k):
-    if not 1 <= len(k) <= 16:
+    b = k.encode()
+    if not 1 <= len(b) <= 16:
         return False
-    for c in k:
-        if not ("a" <= c <= "z" or "0" <= c <= "9" or c == "_"):
-            return False
-    return True
-
-
-def digits(s, lo=1, hi=9):
-    """True if s is lo..hi ASCII digits."""
-    if not isinstance(s, str) or not lo <= len(s) <= hi:
-        return False
-    for c in s:
-        if not "0" <= c <= "9":
+    for c in b:
+        if not (0x61 <= c <= 0x7A or 0x30 <= c <= 0x39 or c == 0x5F):
             return False
     return True
 
@@ -114,7 +95,7 @@ def decode(payload):
     if err:
         # Keep the printable part so the seq may still be found; a bad byte spoils
         # only its own field.
-        s = "".join([chr(c) if c == FS or 0x20 <= c <= 0x7E else "\x00" for c in b])
+        s = bytes([c if c == FS or 0x20 <= c <= 0x7E else 0 for c in b]).decode()
     else:
         s = b.decode()
     if not s:
@@ -129,12 +110,7 @@ def decode(payload):
         if not _key_ok(k):
             err = err or "bad field name"
             continue
-        bad = False
-        for c in v:
-            if not " " <= c <= "~":
-                bad = True
-                break
-        if bad:
+        if not printable(v):
             err = err or ("field %s is not printable ASCII" % k)
             continue
         if k in d:

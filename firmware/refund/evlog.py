@@ -14,6 +14,7 @@ import struct
 import time
 from binascii import crc32
 from micropython import const
+from refund.chars import clean
 
 MAGIC = const(0xE7)
 _HDR = const(15)  # magic, len, seq, wall, up, level
@@ -41,16 +42,6 @@ _agg = {}  # key -> [count, first ticks, name, rid, text of the first]
 stats = {"events": 0, "repeated": 0, "lost": 0, "bytes": 0, "damaged": 0}
 
 
-def _clean(v, most=_VAL_MAX):
-    s = v if isinstance(v, str) else str(v)
-    if len(s) > most:
-        s = s[:most]
-    for ch in s:
-        if ch < " " or ch > "~":
-            return "".join(c if " " <= c <= "~" else "?" for c in s)
-    return s
-
-
 def _text(name, rid, kw):
     t = name + _US + rid
     for k in kw:
@@ -62,7 +53,7 @@ def _text(name, rid, kw):
             if w in lk:
                 v = "***"  # belt and braces: callers never pass secrets
                 break
-        t += _US + k + "=" + _clean(v, _TEXT_MAX if k == "msg" else _VAL_MAX)
+        t += _US + k + "=" + clean(v, _TEXT_MAX if k == "msg" else _VAL_MAX)
     return t[:_TEXT_MAX]
 
 

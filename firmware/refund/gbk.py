@@ -27,11 +27,13 @@
 import binascii
 from micropython import const
 
+from refund.chars import cp_at, seqlen
+
 _HDR = const(8)
 _LOG_MAX = const(32)  # distinct unknown characters logged, then only counted
 
 # Single-byte fallbacks in code page 16 (WPC1252).
-_SBCS = {"¥": 0xA5, "€": 0x80, "£": 0xA3, "°": 0xB0, "·": 0xB7}
+_SBCS = {0xA5: 0xA5, 0x20AC: 0x80, 0xA3: 0xA3, 0xB0: 0xB0, 0xB7: 0xB7}  # ¥ € £ ° ·
 
 _tab = None  # memoryview of the table file, or b"" when it could not be loaded
 _n = 0
@@ -87,10 +89,9 @@ def _table():
     return _tab
 
 
-def code(ch):
-    """The 2-byte GB18030 code of ch as an int (lead << 8 | trail), or -1."""
+def code(cp):
+    """The 2-byte GB18030 code of code point cp as an int (lead << 8 | trail), or -1."""
     t = _table()
-    cp = ord(ch)
     lo, hi = 0, _n - 1
     while lo <= hi:
         mid = (lo + hi) >> 1
@@ -106,26 +107,29 @@ def code(ch):
     return -1
 
 
-def char_cols(ch):
-    """Columns ch takes on paper once encoded (font A, normal size)."""
-    if ord(ch) < 0x80:
+def cp_cols(cp):
+    """Columns code point cp takes on paper once encoded (font A, normal size)."""
+    if cp < 0x80:
         return 1
-    if code(ch) >= 0:
+    if code(cp) >= 0:
         return 2
     return 1  # single-byte fallback or "?"
 
 
 def cols(text):
+    # Walks the UTF-8 bytes, never the str's characters (refund/chars.py says why).
+    b = text.encode()
     n = 0
-    for ch in text:
-        n += char_cols(ch)
+    i = 0
+    while i < len(b):
+        n += cp_cols(cp_at(b, i))
+        i += seqlen(b[i])
     return n
 
 
-def _unknown(ch):
+def _unknown(cp):
     global unknown
     unknown += 1
-    cp = ord(ch)
     if cp not in _logged and len(_logged) < _LOG_MAX:
         _logged.append(cp)
         _log("no printer code for U+%04X: printed '?'" % cp)
@@ -133,26 +137,31 @@ def _unknown(ch):
 
 def encode(text):
     """Bytes for text in double-byte mode (see the top of this file)."""
+    b = text.encode()
     out = bytearray()
-    for ch in text:
-        o = ord(ch)
+    i = 0
+    while i < len(b):
+        o = b[i]
         if o < 0x80:
+            i += 1
             if o < 0x20 or o == 0x7F:
                 out.append(0x20)  # never let a control byte through into the stream
             else:
                 out.append(o)
             continue
-        c = code(ch)
+        cp = cp_at(b, i)
+        i += seqlen(o)
+        c = code(cp)
         if c >= 0:
             out.append(c >> 8)
             out.append(c & 0xFF)
             continue
-        b = _SBCS.get(ch)
-        if b is not None:
+        sb = _SBCS.get(cp)
+        if sb is not None:
             out.extend(b"\x1c.")
-            out.append(b)
+            out.append(sb)
             out.extend(b"\x1c&")
             continue
-        _unknown(ch)
+        _unknown(cp)
         out.append(0x3F)
     return bytes(out)

@@ -14,7 +14,7 @@ import hashlib
 from micropython import const
 from refund import record as R
 from refund import config, evlog
-from refund.ecr import digits
+from refund.chars import alnum, digits
 from refund.recent import Recent, recent_cap
 from refund.outbox import Refused, BadTransition
 from refund.staff import OPERATOR, SUPERVISOR
@@ -30,13 +30,6 @@ _PRINT_CMDS = ("REPRINT", "REPORT")
 _JOB_TRIES = const(3)
 _JOB_WAIT_S = const(60)
 
-
-
-def _alnum(s):
-    for c in s:
-        if not ("0" <= c <= "9" or "A" <= c <= "Z" or "a" <= c <= "z"):
-            return False
-    return True
 
 
 def _field(req, k):
@@ -346,7 +339,7 @@ class Intake:
                            % (amount, self.max_amount))
         if currency not in self.currencies:
             return _refuse("bad_currency", "currency %d is not accepted here" % currency)
-        if len(orrn) != 12 or not _alnum(orrn):
+        if not alnum(orrn, 12):
             return _refuse("bad_orrn", "original RRN must be 12 letters or digits")
         if not op or not _field(req, "pin"):
             return _refuse("bad_request", "operator id and PIN are required")

@@ -14,6 +14,7 @@ import os
 from micropython import const
 from refund import record as R
 from refund import settings, zeros
+from refund.chars import alnum, printable
 from refund.index import Index
 
 _LEASE_N = const(32)  # rid / STAN numbers reserved per lease record
@@ -173,7 +174,7 @@ class Outbox:
     def _new_gen(self):
         # Random rid prefix chosen when the outbox is created: a reformatted flash can
         # never hand out a rid the host has already seen.
-        return "".join(chr(_ALNUM[b % 36]) for b in os.urandom(4))
+        return bytes([_ALNUM[b % 36] for b in os.urandom(4)]).decode()
 
     def _jpath(self, v):
         return "%s/%07d/%08d" % (self.jdir, v >> _JFAN, v)
@@ -492,10 +493,10 @@ class Outbox:
                           % (amount, c["max_amount"]))
         if not isinstance(currency, int) or not 0 < currency < 1000:
             raise Refused("bad_currency", "currency must be an ISO 4217 numeric code")
-        if not isinstance(orrn, str) or len(orrn) != 12 or not _alnum(orrn):
+        if not alnum(orrn, 12):
             raise Refused("bad_orrn", "original RRN must be 12 letters or digits")
         for k, v in (("op", op), ("sup", sup), ("ecr", ecr)):
-            if not isinstance(v, str) or len(v) > R.STR_MAX[k] or not _safe(v):
+            if not printable(v, 0, R.STR_MAX[k], b";="):
                 raise Refused("bad_" + k, "%s must be at most %d printable characters"
                               % (k, R.STR_MAX[k]))
         if self.live >= c["max_live"]:
@@ -708,15 +709,4 @@ class Outbox:
                 "next_seq": self.next_seq}
 
 
-def _alnum(s):
-    for ch in s:
-        if not ("0" <= ch <= "9" or "A" <= ch <= "Z" or "a" <= ch <= "z"):
-            return False
-    return True
 
-
-def _safe(s):
-    for ch in s:
-        if ch < " " or ch > "~" or ch in ";=":
-            return False
-    return True

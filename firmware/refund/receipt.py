@@ -29,6 +29,7 @@
 from micropython import const
 from refund import escpos as P
 from refund import gbk
+from refund.chars import cp_at, seqlen
 
 _COLS_58 = const(32)
 _COLS_80 = const(48)
@@ -151,7 +152,7 @@ def age(seconds):
 
 def mask_pan(pan):
     """First 6 and last 4 digits; never the whole number."""
-    p = "".join(ch for ch in str(pan) if "0" <= ch <= "9")
+    p = bytes([c for c in str(pan).encode() if 0x30 <= c <= 0x39]).decode()
     if len(p) < 13:
         return "*" * max(0, len(p) - 4) + p[-4:]
     return p[:6] + "*" * (len(p) - 10) + p[-4:]
@@ -173,27 +174,40 @@ def _stan(r):
 
 def wrap(text, width):
     """Lines of at most `width` columns; breaks at a space in the second half of a
-    line, else mid-word. Nothing is dropped."""
+    line, else mid-word. Nothing is dropped. Walks the UTF-8 bytes (refund/chars.py)."""
+    b = text.encode()
     out = []
-    line = ""
-    w = 0
-    for ch in text:
-        cw = gbk.char_cols(ch)
-        if w + cw > width and line:
-            k = line.rfind(" ")
-            if k > 0 and k >= len(line) // 2:
-                out.append(line[:k])
-                line = line[k + 1:]
+    s = 0  # byte offset where the line starts
+    nch = 0  # characters in the line
+    w = 0  # its columns
+    sp = -1  # byte offset of its last space, and that space's index and columns
+    spc = spw = 0
+    i = 0
+    while i < len(b):
+        k = seqlen(b[i])
+        cw = gbk.cp_cols(cp_at(b, i))
+        if w + cw > width and nch:
+            if sp > s and spc >= nch // 2:
+                out.append(b[s:sp].decode())
+                s = sp + 1
+                nch -= spc + 1
+                w -= spw + 1
             else:
-                out.append(line)
-                line = ""
-            w = gbk.cols(line)
-            if not line and ch == " ":
+                out.append(b[s:i].decode())
+                s = i
+                nch = w = 0
+            sp = -1
+            if not nch and b[i] == 0x20:
+                i += 1
+                s = i
                 continue
-        line += ch
+        if b[i] == 0x20:
+            sp, spc, spw = i, nch, w
+        nch += 1
         w += cw
-    if line or not out:
-        out.append(line)
+        i += k
+    if nch or not out:
+        out.append(b[s:].decode())
     return out
 
 

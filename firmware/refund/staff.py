@@ -10,6 +10,7 @@ from binascii import unhexlify
 from micropython import const
 from refund.mac import Mac, equal
 from refund.outbox import Refused
+from refund.chars import digits, printable
 
 OPERATOR = "operator"
 SUPERVISOR = "supervisor"
@@ -44,12 +45,7 @@ def pbkdf2(pin, salt, iterations, dklen=_DKLEN):
 
 
 def pin_ok(pin):
-    if not isinstance(pin, str) or not PIN_MIN <= len(pin) <= PIN_MAX:
-        return False
-    for c in pin:
-        if not "0" <= c <= "9":
-            return False
-    return True
+    return digits(pin, PIN_MIN, PIN_MAX)
 
 
 def matches(entry, pin):
@@ -191,7 +187,4 @@ class Staff:
 def _shown(sid):
     # An id from the ECR is shown in a refusal text: printable and short only.
     s = str(sid)[:8]
-    for c in s:
-        if not " " < c <= "~":
-            return "?"
-    return s
+    return s if printable(s, forbid=b" ") else "?"
