@@ -232,6 +232,7 @@ def run(heap, interp="32", outage=500, after=500, workdir=None, timeout=900, log
     finally:
         res.setdefault("seconds", round(time.time() - t0, 1))
         if board is not None:
+            time.sleep(1.0)  # the reader thread takes the last lines (the failure's own)
             with open(os.path.join(d, "console.log"), "wb") as f:
                 f.write(board.out)
             board.kill()

@@ -104,7 +104,7 @@ class Terminal:
         self.link = Link(host, int(port), Mac.from_hex(cfg["mac_key"]), cfg["terminal_id"], log,
                          hl.get("connect_ms", 3000))
         self.sender = Sender(self.ob, self.link, {"tid": cfg["terminal_id"], "mid": cfg["merchant_id"]},
-                             hl, log, board.now, board.localtime)
+                             hl, log, board.now, board.localtime, cfg.get("heap_headroom", 0))
         mark = self._held("link", mark)
         r = self.ob.recover()
         mark = self._held("recovery", mark)

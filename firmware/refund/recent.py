@@ -1,6 +1,7 @@
 # RAM list of the refunds accepted within the duplicate window, for the duplicate guard
-# and ECR resend recognition: parallel arrays, 8 B an entry, in entry-number order. It only
-# finds candidates (original RRN and amount are kept as one CRC-32); the caller confirms
+# and ECR resend recognition: parallel arrays, 6 B an entry, in entry-number order. It only
+# finds candidates (original RRN and amount are kept as 16 bits of a CRC-32: with 1,100
+# refunds kept one lookup in 60 reads a stranger from flash); the caller confirms
 # each one against the entry on flash, ECR seq included (a refund of the same sale and
 # amount under another ECR seq is rare: not worth 4 B an entry of a board's heap).
 from binascii import crc32
@@ -12,22 +13,23 @@ _BACK_MIN = const(44640)  # t0 = first created - 31 days (the longest duplicate 
 _REBASE_MIN = const(1440)  # a day of minutes freed when created outgrows the span
 
 
-_RECENT_MIN = const(300)  # completed refunds kept in RAM for the duplicate / resend checks
+_RECENT_MIN = const(600)  # completed refunds kept in RAM for the duplicate / resend checks
 
 
 def recent_cap(ob_cfg):
-    """Every live refund plus a day's worth of completed ones."""
+    """Every live refund plus a day's worth of completed ones (beyond it the checks read
+    the flash: slow, and heavy on a small heap)."""
     return max(_RECENT_MIN, ob_cfg["max_live"] + _RECENT_MIN)
 
 
 def key(orrn, amount):
-    return crc32(b"%d" % amount, crc32(orrn.encode())) & 0xFFFFFFFF
+    return crc32(b"%d" % amount, crc32(orrn.encode())) & 0xFFFF
 
 
 class Recent:
     """created is kept as minutes after t0 rounded up (an entry may linger up to a minute
     past the window: the caller checks `created` on flash) and the entry number as an
-    offset from s0: 16 bits each, next to a 32-bit key."""
+    offset from s0: 16 bits each, next to a 16-bit key."""
 
     def __init__(self, cap):
         self.cap = cap
@@ -36,7 +38,7 @@ class Recent:
         self.t0 = -1  # UTC s, set by the first add
         self.s0 = 0
         self.mins = zeros("H", cap)
-        self.key = zeros("I", cap)
+        self.key = zeros("H", cap)
         self.dseq = zeros("H", cap)
 
     def created(self, i):

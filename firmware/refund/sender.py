@@ -42,9 +42,11 @@ def _f7(t, localtime):
 
 
 class Sender:
-    def __init__(self, outbox, link, ident, cfg, log, now, localtime):
-        """ident: {"tid", "mid"}; now(): UTC seconds; localtime(t) -> tuple."""
+    def __init__(self, outbox, link, ident, cfg, log, now, localtime, heap_floor=0):
+        """ident: {"tid", "mid"}; now(): UTC seconds; localtime(t) -> tuple;
+        heap_floor: free heap the sender leaves to the others (the intake's headroom)."""
         self.cfg = settings(DEFAULTS, cfg, "host")
+        self.heap_floor = heap_floor
         self.ob = outbox
         self.link = link
         self.tid = ident["tid"]
@@ -178,6 +180,7 @@ class Sender:
         cap = c["window"] + c["suspect_window"]  # hard cap on requests at the host
         if len(self._busy) >= cap or (busy_n >= c["window"] and busy_s >= c["suspect_window"]):
             return
+        launched = 0
         for seq in self._due():
             if len(self._busy) >= cap:
                 break
@@ -190,18 +193,21 @@ class Sender:
                 if busy_n >= c["window"]:
                     continue
                 busy_n += 1
-            if self._busy and not self._heap_ok():
+            # A task launched in this pass has not allocated yet: each one counts against
+            # the free heap measured before it (launching 4 on 13 KB left 5 KB).
+            if self._busy and not self._heap_ok(launched):
                 self.stats["heap_waits"] += 1  # the window narrows; a completion re-launches
                 break
+            launched += 1
             self._busy[seq] = [sus, now]
             asyncio.create_task(self._one(seq))
             if not self.host_up or (busy_n >= c["window"] and busy_s >= c["suspect_window"]):
                 break
 
-    def _heap_ok(self):
+    def _heap_ok(self, launched=0):
         # A board heap shared with the printer and the till: a drain of a full outbox
         # must not take all of it at once (a MemoryError there fails the others).
-        need = self.cfg["request_heap"]
+        need = self.heap_floor + self.cfg["request_heap"] * (launched + 1)
         if gc.mem_free() >= need:
             return True
         gc.collect()
