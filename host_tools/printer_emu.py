@@ -79,6 +79,16 @@ XON = 0x11
 XOFF = 0x13
 
 
+def _realtime_only(b):
+    """True if b is whole real-time commands (DLE EOT n / DLE ENQ n) and nothing else."""
+    if not b or len(b) % 3:
+        return False
+    for i in range(0, len(b), 3):
+        if b[i] != 0x10 or b[i + 1] not in (0x04, 0x05):
+            return False
+    return True
+
+
 class PrinterEmulator:
     """The printer. Without start() it is driven synchronously with feed(); start() runs
     it on a tty (a new pty when tty is None) in a thread, at paper speed.
@@ -102,8 +112,8 @@ class PrinterEmulator:
         self.font_path = find_cjk_font(font)
         self._log = log or (lambda msg: sys.stderr.write("refund-printer: %s\n" % msg))
         self.lock = threading.RLock()
-        self.stats = {"rx": 0, "tx": 0, "xoff": 0, "xon": 0, "overrun": 0, "status_replies": 0,
-                      "lines_printed": 0, "unknown": 0, "garbled_gb": 0}
+        self.stats = {"rx": 0, "tx": 0, "xoff": 0, "xon": 0, "overrun": 0, "realtime_dropped": 0,
+                      "status_replies": 0, "lines_printed": 0, "unknown": 0, "garbled_gb": 0}
         self.faults = PrinterFaults()
         self.modes = Modes()
         self.out = ReceiptWriter(out_dir, width, self.columns, self.dots, self.font_path,
@@ -261,6 +271,11 @@ class PrinterEmulator:
         if keep:
             data = data[keep:]  # a DLE ENQ 2 in this chunk cleared what came before it
         room = self.capacity - len(self.rx)
+        if len(data) > room and _realtime_only(data[max(room, 0):]):
+            # Status polls into a full buffer (paper out): executed above, nothing of the
+            # print stream is lost, so the host did nothing wrong.
+            self.stats["realtime_dropped"] += len(data) - max(room, 0)
+            data = data[:max(room, 0)]
         if len(data) > room:
             lost = len(data) - max(room, 0)
             self.stats["overrun"] += lost

@@ -164,6 +164,20 @@ def test_realtime_status_split_across_reads_and_answered_while_offline_and_full(
     assert XON in e.replies()
 
 
+def test_status_polls_into_a_full_buffer_are_answered_and_lose_no_print_data(tmp_path):
+    # Paper out with the buffer full: the host keeps polling DLE EOT as it must. Those
+    # are executed on reception; they are not print data the host pushed past XOFF.
+    e = emu(tmp_path, buffer_size=64, paper_out=True)
+    e.replies()
+    e.feed(b"y" * 64)
+    assert e.stats["overrun"] == 0
+    e.feed(b"\x10\x04\x04\x10\x04\x01")
+    assert len(e.replies()) == 2
+    assert e.stats["overrun"] == 0 and e.stats["realtime_dropped"] == 6
+    e.feed(b"\x10\x04\x04z")  # a print byte with it: that is an overrun
+    assert e.stats["overrun"] == 4
+
+
 def test_gs_r_answers_after_the_print_job_with_epson_layout(tmp_path):
     e = emu(tmp_path, near_end=True)
     e.feed(b"line\n\x1dr\x01")
