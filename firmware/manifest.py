@@ -17,6 +17,7 @@ if options.asyncio_py:
 
 module("main.py")
 package("refund")
+require("bisect")  # micropython-lib: the index, retry schedule and recent list search with it
 
 if options.board:
     module("board.py", base_path="../boards/" + options.board)

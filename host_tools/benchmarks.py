@@ -308,7 +308,40 @@ def memory_section(tmp):
     return lines
 
 
-SECTIONS = ("outbox", "drain", "poison", "terminal", "svc", "memory")
+def mpl_section(tmp):
+    """Issue 11: micropython-lib against the firmware's own code for the same job."""
+    from host_tools import mpbuild
+
+    src = mpbuild.source()[0]
+    env = dict(os.environ)
+    env["MICROPYPATH"] = ":".join((".frozen", os.path.join(src, "lib", "micropython-lib", "python-stdlib",
+                                                           "hmac")))
+    r = subprocess.run([vboard.interpreter("32"), "-X", "heapsize=256k", os.path.join(MP, "mpl_compare.py")],
+                       env=env, capture_output=True, text=True, timeout=300)
+    if r.returncode:
+        raise SystemExit("mpl_compare failed:\n" + r.stdout + r.stderr)
+    d = json.loads(r.stdout.strip().splitlines()[-1])
+
+    def row(job, ours, mpl, verdict):
+        return "| %s | %.1f us, %d B | %.1f us, %d B | %.2fx, %.2fx | %s |" % (
+            job, d[ours]["us"], d[ours]["bytes"], d[mpl]["us"], d[mpl]["bytes"],
+            d[mpl]["us"] / d[ours]["us"], (d[mpl]["bytes"] / d[ours]["bytes"]) if d[ours]["bytes"] else 1.0,
+            verdict)
+
+    return ["## micropython-lib against our own code (issue 11)", "",
+            "(Measured %s on the 32-bit frozen build.) `host_tools/mp/mpl_compare.py`: per call, time "
+            "and heap allocated; micropython-lib's module where the firmware could use it instead of "
+            "its own code. Used where it does not measure worse (ARCHITECTURE.md, \"micropython-lib\")."
+            % datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "",
+            "| job | ours | micropython-lib | mpl / ours (time, heap) | decision |", "|---|---:|---:|---:|---|",
+            row("HMAC-SHA256 of a 304-byte request (`refund.mac.Mac.hmac` vs `hmac.new(...).digest()`)",
+                "hmac_ours", "hmac_mpl", "ours: pads made once per key, no per-call key schedule"),
+            row("search a 500-entry sorted array (the hand-written loop vs `bisect.bisect_left`)",
+                "bisect_ours", "bisect_mpl", "micropython-lib `bisect` (require()d; the three loops went)"),
+            ""]
+
+
+SECTIONS = ("outbox", "drain", "poison", "terminal", "svc", "memory", "mpl")
 
 
 def _run(name, tmp):
@@ -316,7 +349,7 @@ def _run(name, tmp):
         lines, _ = outbox_section(tmp)
         return lines + [""]
     return {"drain": drain_section, "poison": poison_section, "terminal": terminal_section,
-            "svc": svc_section, "memory": memory_section}[name](tmp)
+            "svc": svc_section, "memory": memory_section, "mpl": mpl_section}[name](tmp)
 
 
 def _splice(text, new):

@@ -37,6 +37,11 @@ def sources(board):
                 out.append((src, "lib/" + rel))  # data files (e.g. the GB18030 table) as is
     if board != "unix":
         out.append((os.path.join(REPO, "boards", board, "board.py"), "lib/board.mpy"))
+    from host_tools import mpbuild
+
+    for d in mpbuild.mpl_dirs():  # micropython-lib, from the pinned source
+        name = os.path.basename(d)
+        out.append((os.path.join(d, name + ".py"), "lib/%s.mpy" % name))
     return out
 
 
@@ -148,11 +153,15 @@ def package_json():
     import json
 
     fw = os.path.join(REPO, "firmware")
+    from host_tools import mpbuild
+
     urls = sorted([os.path.relpath(src, fw), os.path.relpath(src, REPO)]
-                  for src, _dst in sources("unix") if not src.endswith("main.py"))
+                  for src, _dst in sources("unix")
+                  if src.startswith(fw + os.sep) and not src.endswith("main.py"))
+    deps = [[m, "latest"] for m in mpbuild.MPL_MODULES]  # mip takes them from micropython-lib
     with open(os.path.join(REPO, "firmware", "refund", "__init__.py")) as f:
         version = f.read().split('VERSION = "')[1].split('"')[0]
-    return json.dumps({"version": version, "deps": [], "urls": urls}, indent=2) + "\n"
+    return json.dumps({"version": version, "deps": deps, "urls": urls}, indent=2) + "\n"
 
 
 def main(argv=None):

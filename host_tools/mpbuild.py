@@ -105,6 +105,22 @@ def source():
     return os.path.join(out, names[0]), "tar:" + digest
 
 
+# micropython-lib modules the firmware uses (firmware/manifest.py require()s them; the
+# bench, mpremote deploys and mip get the same source from the pinned tree).
+MPL_MODULES = ("bisect",)
+_mpl_dir = []
+
+
+def mpl_dirs():
+    """Directories holding the micropython-lib modules of MPL_MODULES, from the pinned
+    source (extracted once)."""
+    if not _mpl_dir:
+        src = source()[0]
+        _mpl_dir.extend(os.path.join(src, "lib", "micropython-lib", "python-stdlib", m)
+                        for m in MPL_MODULES)
+    return list(_mpl_dir)
+
+
 def _run(cmd, cwd=None, what=""):
     t0 = time.time()
     r = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)

@@ -47,14 +47,17 @@ def interpreter(interp="64"):
 
 
 def frozen_path(*extra):
-    """MICROPYPATH for the 32-bit build: its frozen modules (the firmware and the board
-    HAL) come first, so nothing from the source tree shadows them."""
+    """MICROPYPATH for the 32-bit build: its frozen modules (the firmware, the board
+    HAL and micropython-lib's) come first, so nothing from the source tree shadows them."""
     return ":".join((".frozen",) + extra + (UNIX_BOARD,))
 
 
 def mp_path(*extra):
-    # MICROPYPATH replaces the whole path: keep .frozen or asyncio is gone.
-    return ":".join((".frozen",) + extra + (UNIX_BOARD,))
+    # MICROPYPATH replaces the whole path: keep .frozen or asyncio is gone; the
+    # micropython-lib modules the manifest require()s come from the pinned source.
+    from host_tools import mpbuild
+
+    return ":".join((".frozen",) + extra + (UNIX_BOARD,) + tuple(mpbuild.mpl_dirs()))
 
 
 def board_env(flash, printer=None, ecr=None, firmware=FIRMWARE, cut_at=0, torn=False,

@@ -1,6 +1,7 @@
 """make mpy / make deploy: every firmware and board file compiles with mpy-cross,
 and what `make deploy BOARD=unix` puts on the virtual board's flash boots."""
 import json
+import re
 import os
 import subprocess
 import sys
@@ -45,11 +46,16 @@ def test_mip_package_json_lists_every_firmware_file():
     # Regenerate with: python -m host_tools.deploy --board unix --package-json
     assert text == deploy.package_json()
     pkg = json.loads(text)
-    want = sorted(os.path.relpath(s, os.path.join(REPO, "firmware"))
-                  for s, _d in deploy.sources("unix") if not s.endswith("main.py"))
+    fw = os.path.join(REPO, "firmware")
+    want = sorted(os.path.relpath(s, fw) for s, _d in deploy.sources("unix")
+                  if s.startswith(fw + os.sep) and not s.endswith("main.py"))
     assert sorted(dst for dst, _src in pkg["urls"]) == want
     for dst, src in pkg["urls"]:
         assert os.path.exists(os.path.join(REPO, src)), src
+    # micropython-lib modules are mip dependencies, the ones the manifest require()s.
+    with open(os.path.join(fw, "manifest.py")) as f:
+        required = sorted(re.findall(r'^require\("([\w-]+)"', f.read(), re.M))
+    assert sorted(d[0] for d in pkg["deps"]) == required == ["bisect"]
 
 
 def test_deploy_to_virtual_board_and_run_it(board_factory, tmp_path):

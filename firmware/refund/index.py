@@ -2,6 +2,7 @@
 # 22 B an entry, made for max_live at boot. Capacity grows in chunks, and always *before* any element changes,
 # so a MemoryError (likely on a fragmented board heap) never leaves it half-updated.
 from array import array
+from bisect import bisect_left
 from micropython import const
 from refund import record as R
 from refund import zeros
@@ -45,15 +46,7 @@ class Index:
         self.seq, self.state, self.flags, self.amt, self.ver, self.loc, self.tmp = new
 
     def find(self, seq):
-        a = self.seq
-        lo, hi = 0, self.n
-        while lo < hi:
-            mid = (lo + hi) // 2
-            if a[mid] < seq:
-                lo = mid + 1
-            else:
-                hi = mid
-        return lo
+        return bisect_left(self.seq, seq, 0, self.n)
 
     def idx(self, seq):
         """Slot of live entry seq, or -1."""

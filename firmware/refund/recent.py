@@ -5,6 +5,7 @@
 # each one against the entry on flash, ECR seq included (a refund of the same sale and
 # amount under another ECR seq is rare: not worth 4 B an entry of a board's heap).
 from binascii import crc32
+from bisect import bisect_left
 from micropython import const
 from refund import zeros
 
@@ -96,14 +97,8 @@ class Recent:
         d = self._offset(seq, created)
         if d < 0:
             return
-        lo, hi = 0, self.n
         a = self.dseq
-        while lo < hi:
-            mid = (lo + hi) // 2
-            if a[mid] < d:
-                lo = mid + 1
-            else:
-                hi = mid
+        lo = bisect_left(a, d, 0, self.n)
         if lo < self.n and a[lo] == d:
             return
         if self.n == self.cap:

@@ -3,6 +3,8 @@
 # (suspect). Parallel arrays sorted by entry number, sized once for the outbox's
 # max_live: 10 B an entry, where a dict of lists cost ~50 B (32-bit) and fragmented a
 # small heap during an outage with every refund retrying.
+from bisect import bisect_left
+
 from refund import zeros
 
 
@@ -16,15 +18,7 @@ class Sched:
         self.sus = bytearray(cap)  # 1: the last request timed out with the link up
 
     def find(self, seq):
-        lo, hi = 0, self.n
-        a = self.seq
-        while lo < hi:
-            mid = (lo + hi) >> 1
-            if a[mid] < seq:
-                lo = mid + 1
-            else:
-                hi = mid
-        return lo
+        return bisect_left(self.seq, seq, 0, self.n)
 
     def index(self, seq):
         i = self.find(seq)
