@@ -127,11 +127,11 @@ def cmd_board(a):
         env.pop("REFUND_PRINTER_BAUD", None)
     if interp == "32":
         env["MICROPYPATH"] = vboard.frozen_path()
-        # What a board runs: littlefs caches of 256 B per open file (an ESP32's stock
-        # mount has 128 B), not the 2 KiB the 64-bit bench uses to save block-device
-        # calls. At 96 KiB, 512 B caches failed to open journal files once the heap had
-        # fragmented (python -m host_tools.memrun, docs/boards.md).
-        env.setdefault("REFUND_LFS_READ", "64")
+        # What a board runs: littlefs caches of 128 B per open file (an ESP32's stock
+        # mount: 32-byte reads), not the 2 KiB the 64-bit bench uses to save block-device
+        # calls. At 96 KiB, 512 B and then 256 B caches failed to open journal files once
+        # the heap had fragmented (python -m host_tools.memrun, docs/boards.md).
+        env.setdefault("REFUND_LFS_READ", "32")
     if getattr(a, "config", None):
         env["REFUND_CONFIG"] = _terminal_config(a)
     else:

@@ -54,8 +54,8 @@ def mount_flash(log):
 
 # littlefs geometry: 512-byte reads cut the Python block device's calls against the
 # 32-byte default; the cache is 4 x readsize (2 KiB) for littlefs and for every open file,
-# on the heap: REFUND_LFS_READ=128 (512 B caches) is what a small-heap board wants
-# (measured on the 32-bit build, docs/platform-notes.md). 32-byte programs keep each small
+# on the heap: the 32-bit bench sets REFUND_LFS_READ=32 (128 B caches, an ESP32's stock
+# mount), what a 96 KiB heap needs (measured with host_tools.memrun, docs/boards.md). 32-byte programs keep each small
 # commit small; a 64-byte lookahead covers 512 blocks. Files up to 512 bytes stay inline
 # in metadata.
 LFS = {"readsize": _int_env("REFUND_LFS_READ", 512), "progsize": 32, "lookahead": 64}
