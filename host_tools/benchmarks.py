@@ -247,8 +247,8 @@ def _tables(interp):
 
 
 # (build, interpreter, heaps tried from small to large: the smallest that passes is reported)
-MEM_BUILDS = (("64-bit unix, firmware as .mpy on flash", "64", (288, 384, 448)),
-              ("32-bit unix, firmware frozen", "32", (96, 104, 112, 128)))
+MEM_BUILDS = (("64-bit unix, firmware as .mpy on flash", "64", (288, 320, 384)),
+              ("32-bit unix, firmware frozen", "32", (88, 96, 104)))
 
 
 def memory_section(tmp):
