@@ -71,8 +71,7 @@ class Outbox:
 
     # ---- recovery -----------------------------------------------------------------
 
-    def recover(self):
-        """Rebuild the index from snapshot + journal. Returns recovery stats."""
+    def recover(self):  # the index from snapshot + journal; returns recovery stats
         j = self.j
         j.prepare()
         self.ix.clear()
@@ -154,9 +153,8 @@ class Outbox:
         return R.rid_of(self.gen, seq)
 
     def seq_of(self, rid):
-        """The entry number of rid, or None unless rid is exactly what rid() makes of it:
-        this generation, "-", six digits (more past 999999, never a leading zero then).
-        int() alone would also take "+00001", " 00001" or "1_0000" for real entries."""
+        """rid's entry number, or None unless rid is exactly what rid() makes: this
+        generation, "-", 6 digits or more past 999999 (int() takes "+00001", "1_0000")."""
         if not isinstance(rid, str) or len(rid) < _GEN_LEN + 7 or rid[:_GEN_LEN] != self.gen \
                 or rid[_GEN_LEN:_GEN_LEN + 1] != "-":
             return None
@@ -258,8 +256,7 @@ class Outbox:
 
     # ---- writing ------------------------------------------------------------------
 
-    def _append(self, frame):
-        """Write the next journal record; durable when this returns."""
+    def _append(self, frame):  # the next journal record, durable when this returns
         v = self.ver + 1
         self.j.append(v, frame)
         self.ver = v
