@@ -17,7 +17,7 @@ def work(name):
     c = dict(args["cfg"], merchant_name=name)
     receipt.render(receipt.refund(r, c, False))
     receipt.render(receipt.decline(dict(r, state="declined", code="05"), c))
-    receipt.render(receipt.pending(dict(r, state="queued"), c))
+    receipt.render(receipt.pending_notice(dict(r, state="queued"), c))
     receipt.wrap(name * 5, 32)
     chars.printable(name); chars.alnum(name); chars.digits(name); chars.clean(name, 40)
     ecr.decode(("cmd=refund\x1cseq=1\x1cref=" + name).encode())

@@ -276,3 +276,21 @@ def test_frame_longer_than_any_message_is_skipped_without_a_reset(tmp_path):
     assert res["link"]["connects"] == 1 and res["link"]["bad_frame"] == 0, res["link"]
     assert res["link"]["bad_msg"] >= 6, res["link"]
     assert "longer than any message" in res["log"]
+
+
+def test_connect_timeout_is_the_host_link_setting(tmp_path):
+    # A host whose accept queue is full: the kernel drops the SYN, so a connect hangs
+    # until the terminal's own timeout. host_link.connect_ms (the sender's setting) must
+    # be the one the link waits: it once was read by nothing, the link kept 3000 ms.
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(0)
+    filler = socket.create_connection(srv.getsockname())  # fills the queue, never accepted
+    try:
+        res = run_terminal(str(tmp_path / "f.img"), srv.getsockname()[1], 1,
+                           host={"connect_ms": 150}, deadline_ms=2000)
+    finally:
+        filler.close()
+        srv.close()
+    assert "host unreachable (connect timeout)" in res["log"], res["log"][-1500:]
+    assert res["entries"][next(iter(res["entries"]))][0] == "queued"  # nothing was sent

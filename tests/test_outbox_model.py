@@ -56,7 +56,7 @@ class Model:
     def pending(self):
         return sum(self.e[r][2] for r in self.live() if self.e[r][0] in (Q, CG))
 
-    def intake(self, amount):
+    def accept(self, amount):
         if amount > CFG["max_amount"]:
             return "amount_limit"
         if len(self.live()) >= CFG["max_live"]:
@@ -75,19 +75,21 @@ class Model:
             "approve": (A, f) if s == Q else None,
             "decline": (D, f) if s == Q else None,
             "print_begun": (s, f | PRINTING) if s in (A, D) else None,
-            "printed": (P, f) if s == A else (D, f | SLIP) if s == D else None,
+            "printed": (P, f) if s == A else None,
+            "slip_printed": (D, f | SLIP) if s == D else None,
             "cancel": ((CG if f & SENT else C), f) if s == Q else (s, f) if s == CG else None,
             "reversal_sent": (CG, f | REV) if s == CG else None,
-            "reversed": (C, f) if s == CG else None,
+            "reversal_done": (C, f) if s == CG else None,
         }[op]
         if nxt:
             self.e[rid] = [nxt[0], nxt[1], a]
         return nxt
 
 
-OPS = ["send", "approve", "decline", "print_begun", "printed", "cancel", "reversal_sent", "reversed"]
+OPS = ["send", "approve", "decline", "print_begun", "printed", "slip_printed", "cancel", "reversal_sent",
+       "reversal_done"]
 step = st.one_of(
-    st.tuples(st.just("intake"), st.sampled_from([1, 250, 999, 4000, 5000, 5001])),
+    st.tuples(st.just("accept"), st.sampled_from([1, 250, 999, 4000, 5000, 5001])),
     st.tuples(st.sampled_from(OPS), st.integers(0, 11)),
     st.tuples(st.just("reboot"), st.just(0)),
     st.tuples(st.just("compact"), st.just(0)),
@@ -111,9 +113,9 @@ def test_outbox_matches_reference_model(tmp_path, steps):
     dev, model, rids = Device(img), Model(), []
     try:
         for op, arg in steps:
-            if op == "intake":
-                r = dev(op="intake", amount=arg, orrn="ORIG00000001")
-                want = model.intake(arg)
+            if op == "accept":
+                r = dev(op="accept", amount=arg, orrn="ORIG00000001")
+                want = model.accept(arg)
                 if want:
                     assert r == {"refused": want}, (r, want)
                 else:

@@ -13,7 +13,7 @@ board.mount_flash(print)
 ob = Outbox("/flash/ob", board.now, print, {"compact_min": 1000, "compact_max": 1000})
 ob.recover()
 for i in range(30):
-    e = ob.intake(100 + i, 156, "ORIG%08d" % i, "01")
+    e = ob.accept(100 + i, 156, "ORIG%08d" % i, "01")
     if i % 2:
         ob.mark_sent(e["rid"])
 #STEP
@@ -27,7 +27,7 @@ board.mount_flash(print)
 ob = Outbox("/flash/ob", board.now, lambda t, m, level="INFO": print("LOG", level, t, m))
 r = ob.recover()
 print("RECOVER", r["live"], r["damaged"])
-for rid in ob.rids():
+for rid in [ob.rid(s) for s in ob.seqs(None)]:
     e = ob.get(rid)
     print("E", e["orrn"], e["amount"], e["flags"])
 """
@@ -129,7 +129,7 @@ ob = Outbox("/flash/ob", board.now, print, {"max_live": 5, "max_amount": 1000, "
 ob.recover()
 def try_(*a):
     try:
-        print("OK", ob.intake(*a)["rid"])
+        print("OK", ob.accept(*a)["rid"])
     except Refused as e:
         print("REFUSED", e.code, e.text)
 try_(1001, 156, "ORIG00000001")
@@ -175,7 +175,7 @@ ok = []
 code = None
 for i in range(5000):
     try:
-        ok.append(ob.intake(100, 156, "ORIG%08d" % i)["rid"])
+        ok.append(ob.accept(100, 156, "ORIG%08d" % i)["rid"])
     except Refused as e:
         code = e.code
         break
@@ -198,7 +198,7 @@ board.mount_flash(print)
 ob = Outbox("/flash/ob", board.now, print, {"low_water": 40 * 4096})
 ob.recover()
 try:
-    ob.intake(100, 156, "ORIG00000001")
+    ob.accept(100, 156, "ORIG00000001")
 except Refused as e:
     print("REFUSED", e.code)
 """, REFUND_FLASH_BLOCKS="40")
@@ -215,7 +215,7 @@ ob = Outbox("/flash/ob", board.now, print, {"keep_n": 20, "compact_min": 16})
 ob.recover()
 rids = []
 for i in range(60):
-    e = ob.intake(100 + i, 156, "ORIG%08d" % i)
+    e = ob.accept(100 + i, 156, "ORIG%08d" % i)
     r = e["rid"]
     rids.append(r)
     ob.mark_sent(r); ob.approve(r, "RRN%09d" % i, "AUTH%02d" % (i % 100))
@@ -249,7 +249,7 @@ ob.recover()
 rids = []
 low = None
 for i in range(1400):
-    e = ob.intake(100, 156, "ORIG%08d" % i)
+    e = ob.accept(100, 156, "ORIG%08d" % i)
     r = e["rid"]
     rids.append(r) if i % 100 == 99 else None
     e = ob.mark_sent(r, e); e = ob.approve(r, "RRN%09d" % i, "AUTH01", e)
@@ -264,3 +264,35 @@ print("LAST", ob.get(rids[-1])["state_name"])
     assert m and 1000 <= int(m.group(1)) <= 1250, out  # trimmed at least once
     assert int(m.group(2)) > 128 * 1024, out  # the trim left the heap alone
     assert "LAST printed" in out
+
+
+def test_rid_resolves_only_in_its_own_form(mp, tmp_path):
+    # rid = GGGG-NNNNNN ("%06d": past 999999 the number has more digits). seq_of once
+    # checked a minimum length of 6 and took the last 6 characters: a 7-digit entry
+    # number was unknown, and int() mapped "+00001", " 00001", "1_0000" to real entries.
+    img = str(tmp_path / "f.img")
+    out = run(mp, img, r"""
+import board
+from refund.outbox import Outbox
+board.mount_flash(print)
+ob = Outbox("/flash/ob", board.now, print)
+ob.recover()
+first = ob.accept(100, 156, "ORIG00000001")["rid"]
+ob.next_seq = 10000  # numbers are leased: a crash skips some too
+ob.accept(101, 156, "ORIG00000002")
+ob.next_seq = ob.seq_limit = 999999
+a = ob.accept(102, 156, "ORIG00000003")["rid"]
+b = ob.accept(103, 156, "ORIG00000004")["rid"]
+print("FIRST", first, ob.get(first)["amount"])
+print("SIX", a, ob.get(a)["amount"])
+print("SEVEN", b, ob.get(b)["amount"], ob.state(b))
+g = ob.gen
+for bad in (g + "-+00001", g + "- 00001", g + "-00001 ", g + "-1_0000", g + "--00001", g + "-0010000",
+            g + "-00001", g + "-000001x", "XXXX-000001", g + "000001", 1, None, first.encode()):
+    print("BAD", repr(bad), ob.seq_of(bad), ob.get(bad) is None)
+""")
+    assert re.search(r"FIRST \S+-000001 100", out), out
+    assert re.search(r"SIX \S+-999999 102", out), out
+    assert re.search(r"SEVEN \S+-1000000 103 1", out), out
+    bad = [l for l in out.splitlines() if l.startswith("BAD")]
+    assert len(bad) == 13 and all(l.endswith(" None True") for l in bad), out

@@ -237,7 +237,7 @@ for name, fn, args in a:
 SLIPS = [("refund", "refund", [GOLD, CFG]),
          ("reprint", "refund", [GOLD, CFG, True]),
          ("decline", "decline", [dict(GOLD, state="declined", code="05", rrn="", auth=""), CFG]),
-         ("pending", "pending", [dict(GOLD, state="queued", rrn="", auth="", code=""), CFG])]
+         ("pending", "pending_notice", [dict(GOLD, state="queued", rrn="", auth="", code=""), CFG])]
 
 
 def test_receipts_byte_for_byte_with_the_unix_port_and_the_golden(qemu, tmp_path):

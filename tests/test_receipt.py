@@ -214,7 +214,7 @@ def test_decline_slip_code_and_meaning_no_receipt(mp, tmp_path):
 
 def test_pending_notice(mp, tmp_path):
     r = dict(REFUND, state="sent", rrn=None, auth=None)
-    data, unknown, _ = compose(mp, "pending", r, dict(CFG, printer_width=80))
+    data, unknown, _ = compose(mp, "pending_notice", r, dict(CFG, printer_width=80))
     assert unknown == 0
     e = printed(tmp_path, data, 80)
     rec = e.receipts[0]
@@ -222,7 +222,7 @@ def test_pending_notice(mp, tmp_path):
     t = joined(rec)
     assert "退款处理中 REFUND PENDING" in t and "— NOT A REFUND RECEIPT —" in t
     assert r["rid"] in t and "批准 APPROVED" not in t and rec["qr"] == []
-    res, _, _ = compose(mp, "pending", REFUND, CFG)
+    res, _, _ = compose(mp, "pending_notice", REFUND, CFG)
     assert res.startswith("ValueError")
 
 

@@ -100,11 +100,10 @@ class Terminal:
         recent = Recent(recent_cap(self.ob.cfg))
         mark = self._held("recent", mark)
         host, port = cfg["host"].rsplit(":", 1)
-        hl = dict(cfg.get("host_link") or {})
-        self.link = Link(host, int(port), Mac.from_hex(cfg["mac_key"]), cfg["terminal_id"], log,
-                         hl.get("connect_ms", 3000))
+        self.link = Link(host, int(port), Mac.from_hex(cfg["mac_key"]), cfg["terminal_id"], log)
         self.sender = Sender(self.ob, self.link, {"tid": cfg["terminal_id"], "mid": cfg["merchant_id"]},
-                             hl, log, board.now, board.localtime, cfg.get("heap_headroom", 0))
+                             cfg.get("host_link"), log, board.now, board.localtime,
+                             cfg.get("heap_headroom", 0))
         mark = self._held("link", mark)
         r = self.ob.recover()
         mark = self._held("recovery", mark)

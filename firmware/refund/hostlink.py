@@ -12,6 +12,7 @@ _IPPROTO_TCP = const(6)  # same numbers on Linux and lwIP (ESP32, RP2040 W)
 _TCP_NODELAY = const(1)
 # errno values meaning the host was never reached (nothing we sent can have arrived)
 _UNREACHABLE = (111, 113, 101, 110)  # ECONNREFUSED EHOSTUNREACH ENETUNREACH ETIMEDOUT
+CONNECT_MS = const(3000)  # connect timeout unless set (the sender sets host_link.connect_ms)
 
 
 TIMEOUT = "timeout"  # request() result: no answer in time, connection still up
@@ -24,7 +25,7 @@ class _Waiter:
 
 
 class Link:
-    def __init__(self, host, port, key, tid, log, connect_ms=3000):
+    def __init__(self, host, port, key, tid, log, connect_ms=CONNECT_MS):
         self.host = host
         self.port = port
         self.key = key  # mac.Mac: never logged (its repr hides it)

@@ -13,10 +13,10 @@ import asyncio
 import hashlib
 from micropython import const
 from refund import record as R
-from refund import config, evlog
-from refund.chars import alnum, digits
+from refund import config, evlog, rules
+from refund.chars import digits
 from refund.recent import Recent, recent_cap
-from refund.outbox import Refused, BadTransition
+from refund.errors import Refused, BadTransition
 from refund.staff import OPERATOR, SUPERVISOR
 
 _CACHE_N = const(8)  # recent refusals kept so a resend gets the same answer
@@ -86,26 +86,10 @@ class Intake:
     def _load_recent(self):
         # Straight into the arrays: no per-entry objects survive (a board's heap is small).
         since = self.now() - self.window
-        for src in (self.ob.history(), self._journal(), self.ob.entries()):
+        for src in (self.ob.history(), self.ob.journal_entries(), self.ob.entries()):
             for e in src:
                 if e["created"] >= since:
                     self.recent.add(e["created"], e["amount"], e["orrn"], e["seq"])
-
-    def _journal(self):
-        # Completed refunds not yet compacted into the history live only in journal
-        # records (docs/outbox-format.md). The outbox has no public iterator for them.
-        ob = self.ob
-        try:
-            vs = ob._jfiles()
-        except (AttributeError, OSError):
-            return
-        for v in vs:
-            try:
-                typ, p = ob._read_j(v)
-                if typ == R.T_ENTRY:
-                    yield R.parse_entry(p)
-            except (R.Corrupt, OSError, ValueError, IndexError):
-                pass
 
     def _heap_ok(self):
         # What is already accepted needs RAM to reach the host and the printer: a new
@@ -134,7 +118,7 @@ class Intake:
                 self.log("intake", "more than %d refunds within the duplicate window: "
                          "duplicate and resend checks now read the flash" % rc.cap, level="WARN")
             got = {}
-            for src in (self.ob.history(), self._journal(), self.ob.entries()):
+            for src in (self.ob.history(), self.ob.journal_entries(), self.ob.entries()):
                 for e in src:
                     if e["created"] >= since and e["amount"] == amount and e["orrn"] == orrn:
                         got[e["seq"]] = 1
@@ -303,15 +287,16 @@ class Intake:
         if not digits(a, 1, _AMOUNT_DIGITS):
             return _refuse("bad_amount", "amount must be 1 to %d digits, minor units" % _AMOUNT_DIGITS)
         amount = int(a)
-        if amount <= 0:
-            return _refuse("bad_amount", "amount must be above zero")
         c = _field(req, "currency")
         if c == "":
             currency = self.cfg.get("currency", 156)
-        elif digits(c, 1, 3):
-            currency = int(c)
         else:
-            return _refuse("bad_currency", "currency must be an ISO 4217 numeric code")
+            currency = int(c) if digits(c, 1, 3) else None
+        try:
+            rules.positive(amount)
+            rules.currency(currency)
+        except Refused as r:
+            return _refuse(r.code, r.text)
         orrn = _field(req, "orrn")
         op = _field(req, "op")
         sup = _field(req, "sup")
@@ -334,13 +319,13 @@ class Intake:
         if self.refuse_all:
             return _refuse("test_credentials", "test staff credentials are configured on a "
                            "real terminal: refunds are refused until they are replaced")
-        if amount > self.max_amount:
-            return _refuse("amount_limit", "amount %d above the per-refund limit %d"
-                           % (amount, self.max_amount))
-        if currency not in self.currencies:
-            return _refuse("bad_currency", "currency %d is not accepted here" % currency)
-        if not alnum(orrn, 12):
-            return _refuse("bad_orrn", "original RRN must be 12 letters or digits")
+        try:
+            rules.within(amount, self.max_amount)
+            if currency not in self.currencies:
+                raise Refused("bad_currency", "currency %d is not accepted here" % currency)
+            rules.orrn(orrn)
+        except Refused as r:
+            return _refuse(r.code, r.text)
         if not op or not _field(req, "pin"):
             return _refuse("bad_request", "operator id and PIN are required")
         try:
@@ -371,7 +356,7 @@ class Intake:
                 return _refuse("possible_duplicate", "refund %s for the same original RRN and "
                                "amount is %s; a supervisor must confirm" % (rid, e["state_name"]))
         try:
-            e = self.ob.intake(amount, currency, orrn, op, sup, ecr_ref)
+            e = self.ob.accept(amount, currency, orrn, op, sup, ecr_ref)
         except Refused as r:
             self.log("intake", "seq %s: refused by the outbox: %s" % (seq, r.code), level="WARN")
             return _refuse(r.code, r.text)
@@ -429,12 +414,13 @@ class Intake:
         if f and not digits(f, 1, 6):
             return _refuse("bad_request", "from must be a number")
         start = int(f) if f else 0
-        ix = self.ob.ix
+        ob = self.ob
         items = []
         total = 0
-        for seq in self.ob.seqs(None):  # one page of strings, never a list of every rid
+        for seq in ob.seqs(None):  # one page of strings, never a list of every rid
             if start <= total < start + _LIST_PAGE:
-                items.append("%s:%s" % (self.ob.rid(seq), R.NAMES[ix.state[ix.find(seq)]]))
+                rid = ob.rid(seq)
+                items.append("%s:%s" % (rid, R.NAMES[ob.state(rid)]))
             total += 1
         rep = {"total": total, "items": ",".join(items)}
         if start + len(items) < total:

@@ -11,7 +11,7 @@
 #      set by config printer_baud) under XON/XOFF.
 #   4. completion: GS r 1 and GS I 67 (in-band: answered once everything before them
 #      is printed and cut; the model-name frame is the proof, refund.prident), then
-#      DLE EOT 1/2/4 ready. Then outbox.printed(rid).
+#      DLE EOT 1/2/4 ready. Then outbox.printed(rid) (a slip: slip_printed).
 #   Failure at any point: after settle_ms, DLE ENQ 2 (clear the printer's buffers, so
 #   the rest of a broken receipt is not printed later); the state says why.
 # At start DLE ENQ 2 drops whatever a previous run left half-sent (that refund is still

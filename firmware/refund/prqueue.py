@@ -7,7 +7,7 @@
 # counter; an outage backlog after a reboot gets none), printed once (F_NOTICE).
 # RAM lists, at most _MAX_SKIP rids each, oldest dropped:
 #   skip     entries that cannot be composed (logged): they never block the queue
-#   unsaved  confirmed on paper but outbox.printed() failed: retried, never printed again
+#   unsaved  confirmed on paper but outbox.printed()/slip_printed() failed: retried, never printed again
 #   noticed  no pending notice this boot (printed but F_NOTICE failed, or unreadable)
 from micropython import const
 from refund import record as R
@@ -106,14 +106,14 @@ class Queue:
             try:
                 st = self.ob.state(rid)
                 if st == R.APPROVED or st == R.DECLINED:
-                    self.ob.printed(rid)
+                    (self.ob.printed if st == R.APPROVED else self.ob.slip_printed)(rid)
                     self.log("printer", "%s: printed" % rid)
                     evlog.event("printed", rid)
             except Exception as ex:
                 # On paper but not recorded: retried every cycle, never printed again
                 # for this reason (the RAM list keeps it out of the queue).
                 self.fault(ERROR, "outbox: %r" % (ex,))
-                self.log("printer", "%s: printed() failed: %r" % (rid, ex), level="ERROR")
+                self.log("printer", "%s: recording it printed failed: %r" % (rid, ex), level="ERROR")
                 return
             self.unsaved.pop(0)
 
@@ -147,7 +147,7 @@ def compose(kind, e, cfg, again):
         return receipt.refund(r, cfg, again)
     if kind == SLIP:
         return receipt.decline(r, cfg)
-    return receipt.pending(r, cfg)
+    return receipt.pending_notice(r, cfg)
 
 
 def composer_input(e):

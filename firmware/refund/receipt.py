@@ -336,7 +336,7 @@ def decline(r, cfg):
     yield _tail()
 
 
-def pending(r, cfg):
+def pending_notice(r, cfg):
     """Notice for a refund sent but not yet answered (optional by config)."""
     if r.get("state") in ("approved", "printed", "declined"):
         raise ValueError("refund %s is final (%s): no pending notice" % (r.get("rid"), r.get("state")))

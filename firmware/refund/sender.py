@@ -6,6 +6,10 @@
 # resend a 0201 (same STAN, same rid); a cancelled one gets 0420 then 0421 until a valid
 # 0430. While the host cannot be reached, an 0800 echo probes it instead of refunds;
 # when the echo answers the whole queue is woken at once.
+#
+# Entries are tracked by seq, the entry number (rid = generation-seq, refund.outbox):
+# the retry schedule, the requests in flight and the scan cursor hold seqs; a rid is
+# made only for the outbox calls, field 62 and the event log.
 import asyncio
 import gc
 import random
@@ -13,13 +17,13 @@ import time
 from micropython import const
 from refund import record as R
 from refund import settings, evlog
-from refund.hostlink import TIMEOUT
+from refund.hostlink import CONNECT_MS, TIMEOUT
 from refund.sched import Sched
 
 DEFAULTS = {
     "window": 4,  # requests outstanding on the connection
     "suspect_window": 1,  # extra lane for entries whose last attempt timed out
-    "connect_ms": 3000,
+    "connect_ms": CONNECT_MS,  # the link's connect timeout (set on it below)
     "response_ms": 5000,
     "backoff_base_ms": 500,
     "backoff_cap_ms": 60000,
@@ -49,15 +53,16 @@ class Sender:
         self.heap_floor = heap_floor
         self.ob = outbox
         self.link = link
+        link.connect_ms = self.cfg["connect_ms"]  # host_link settings are all the sender's
         self.tid = ident["tid"]
         self.mid = ident["mid"]
         self.log = log
         self.now = now
         self.localtime = localtime
         self._sched = Sched(outbox.cfg["max_live"])  # retry times of entries that failed
-        self._busy = {}  # seq -> True (suspect) / False while a request is in flight
+        self._busy = {}  # seq -> [suspect, launched ticks_ms] while its request is in flight
         self._wake = asyncio.Event()
-        self._cursor = 0  # last entry number launched (round-robin scan position)
+        self._cursor = 0  # seq last launched (round-robin scan position)
         self._srtt = 0  # smoothed round trip of answered requests, ms
         self.host_up = True
         self._echo_attempts = 0
@@ -106,7 +111,7 @@ class Sender:
                                                                    c["backoff_cap_ms"]))
 
     def _due(self):
-        """Live entries owed a host exchange whose retry time has come. Cancellations
+        """Seqs of live entries owed a host exchange whose retry time has come. Cancellations
         first; refunds round-robin from where the last scan stopped, so a scan costs
         O(launches), not O(queue), while the window is the limit."""
         now = time.ticks_ms()
@@ -386,7 +391,7 @@ class Sender:
             r = None
         if r is not None and self._matches(r, "0430", e) and r.get("39") == "00":
             self._sched.set_suspect(seq, False)
-            self.ob.reversed(rid, e)
+            self.ob.reversal_done(rid, e)
             self.stats["reversed"] += 1
             self._sched.remove(seq)
             self.log("host", "%s reversed" % rid)

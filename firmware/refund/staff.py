@@ -9,7 +9,7 @@ import json
 from binascii import unhexlify
 from micropython import const
 from refund.mac import Mac, equal
-from refund.outbox import Refused
+from refund.errors import Refused
 from refund.chars import digits, printable
 
 OPERATOR = "operator"

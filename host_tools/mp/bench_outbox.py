@@ -14,7 +14,7 @@ quiet = lambda *a, **k: None
 
 
 def lifecycle(ob, i):
-    r = ob.intake(1000 + i, 156, "ORIG%08d" % i, "01")["rid"]
+    r = ob.accept(1000 + i, 156, "ORIG%08d" % i, "01")["rid"]
     ob.mark_sent(r)
     ob.approve(r, "RRN%09d" % i, "AUTH01")
     ob.print_begun(r)
@@ -36,7 +36,7 @@ def flash(n, k, kind):
         ob = Outbox("/flash/ob", board.now, quiet, {"max_live": 2000})
         ob.recover()
         for i in range(n):
-            ob.mark_sent(ob.intake(500 + i, 156, "PREF%08d" % i, "01")["rid"])
+            ob.mark_sent(ob.accept(500 + i, 156, "PREF%08d" % i, "01")["rid"])
         step = lambda i: lifecycle(ob, n + i)
     else:
         from naive_outbox import NaiveOutbox
@@ -80,7 +80,7 @@ def mem(n):
     ob = Outbox("/flash/ob", board.now, quiet, {"max_live": 2000})
     ob.recover()
     for i in range(n):
-        ob.intake(100 + i, 156, "ORIG%08d" % i, "01")
+        ob.accept(100 + i, 156, "ORIG%08d" % i, "01")
     ob.compact()
     # A fresh boot holds only what recovery rebuilds: measure that.
     ob = None

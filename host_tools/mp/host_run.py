@@ -27,9 +27,8 @@ board.mount_flash(log)
 ob = Outbox("/flash/ob", board.now, log, {"max_live": 2000, "max_pending": 10 ** 12})
 ob.recover()
 for i in range(cfg.get("n", 0)):
-    ob.intake(cfg.get("amount", 1000) + i, 156, "ORIG%08d" % i, "01")
-link = Link("127.0.0.1", cfg["port"], Mac.from_hex(cfg["key"]), cfg["tid"], log,
-            cfg.get("host", {}).get("connect_ms", 3000))
+    ob.accept(cfg.get("amount", 1000) + i, 156, "ORIG%08d" % i, "01")
+link = Link("127.0.0.1", cfg["port"], Mac.from_hex(cfg["key"]), cfg["tid"], log)
 s = Sender(ob, link, {"tid": cfg["tid"], "mid": cfg["mid"]}, cfg.get("host"), log, board.now,
            board.localtime)
 ob.on_change = s.wake

@@ -71,7 +71,7 @@ def jfiles():
 rids = []
 for i in range(cfg.get("n", 0)):
     before = jfiles() if i in cfg.get("damage", []) else None
-    e = ob.intake(cfg.get("amount", 1234) + i, cfg.get("currency", 156), "ORIG%08d" % i,
+    e = ob.accept(cfg.get("amount", 1234) + i, cfg.get("currency", 156), "ORIG%08d" % i,
                   "%02d" % (i % 100))
     rids.append(e["rid"])
     if before is not None:

@@ -54,7 +54,7 @@ async def batch(steps):
             clock[0] += st["_advance"]
             continue
         if "_cancel_all" in st:
-            for rid in ob.rids():
+            for rid in [ob.rid(s) for s in ob.seqs(None)]:  # a list: cancel changes the index
                 ob.cancel(rid)
             continue
         if "_approve" in st:

@@ -14,7 +14,7 @@ for seq in range(1, ob.next_seq):
     if e:
         print("E", e["rid"], e["state"], e["flags"], e["stan"], e["rstan"])
 for i in range(2):
-    e = ob.intake(777, 156, "NEWX%08d" % i)
+    e = ob.accept(777, 156, "NEWX%08d" % i)
     print("NEW", e["rid"], e["stan"])
 print("STAN", ob.take_stan())
 print("END")

@@ -3,7 +3,8 @@
 import sys
 import json
 import board
-from refund.outbox import Outbox, Refused, BadTransition
+from refund.outbox import Outbox
+from refund.errors import Refused, BadTransition
 
 board.mount_flash(lambda *a, **k: None)
 cfg = json.loads(sys.argv[1]) if len(sys.argv) > 1 else None
@@ -12,8 +13,8 @@ ob.recover()
 OPS = {
     "send": ob.mark_sent, "approve": lambda r: ob.approve(r, "RRN000000042", "AUTH01"),
     "decline": lambda r: ob.decline(r, "05"), "print_begun": ob.print_begun,
-    "printed": ob.printed, "cancel": ob.cancel, "reversal_sent": ob.reversal_sent,
-    "reversed": ob.reversed,
+    "printed": ob.printed, "slip_printed": ob.slip_printed, "cancel": ob.cancel,
+    "reversal_sent": ob.reversal_sent, "reversal_done": ob.reversal_done,
 }
 
 
@@ -31,8 +32,8 @@ for line in sys.stdin:
     c = json.loads(line)
     op = c["op"]
     try:
-        if op == "intake":
-            e = ob.intake(c["amount"], 156, c["orrn"], "01")
+        if op == "accept":
+            e = ob.accept(c["amount"], 156, c["orrn"], "01")
             r = {"ok": e["rid"]}
         elif op == "compact":
             ob.compact()

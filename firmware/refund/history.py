@@ -1,0 +1,91 @@
+# The outbox's history file `hist`: entry frames of completed refunds (for explain,
+# QUERY and REPRINT), appended at compaction in completion order and trimmed to the
+# retention window (keep_n entries, keep_s seconds; docs/outbox-format.md, Compaction).
+# Read frame by frame: RAM stays at one frame whatever its length.
+import os
+from refund import record as R
+
+
+class History:
+    def __init__(self, journal, clock, cfg):
+        """journal: the outbox's Journal (its frame reader and buffer); cfg: the outbox
+        settings (keep_n, keep_s)."""
+        self.j = journal
+        self.path = journal.root + "/hist"
+        self.clock = clock
+        self.cfg = cfg
+
+    def entries(self):
+        """Completed entries (oldest first), read from flash one at a time."""
+        try:
+            f = open(self.path, "rb")
+        except OSError:
+            return
+        with f:
+            for _off, typ, p in self.j.frames(f, 0, "history"):
+                if typ == R.T_ENTRY:
+                    e = R.parse_entry(p)
+                    e["rid"] = R.rid_of(e["gen"], e["seq"])
+                    yield e
+
+    def find(self, seq):
+        """seq's latest record in the history (a cut compaction may repeat one), or None."""
+        best = None
+        for e in self.entries():
+            if e["seq"] == seq and (best is None or e["ver"] > best["ver"]):
+                best = e
+        return best
+
+    def add(self, lo, hi, h):
+        """Compaction steps 1 and 2: append the completed entries among journal records
+        lo..hi not yet in the history (ver above h["hist_ver"]), one close() (atomic),
+        then trim if due. Updates the head counters in h."""
+        j = self.j
+        n_done = 0
+        with open(self.path, "ab") as hist:
+            # Journal versions are consecutive since the last compaction (recovery removes
+            # older leftovers): a range, not a list of up to compact_max file names.
+            for v in range(lo, hi + 1):
+                try:
+                    typ, p = j.read(v)
+                    if typ == R.T_ENTRY:
+                        ver, _seq, state, flags, _a = R.entry_head(p)
+                        if R.complete(state, flags) and ver > h["hist_ver"]:
+                            hist.write(j.last())
+                            n_done += 1
+                except (R.Corrupt, OSError, ValueError):
+                    pass
+        if n_done:
+            h["hist_count"] += n_done
+            h["hist_ver"] = hi
+            if not h["hist_oldest"]:
+                h["hist_oldest"] = self.clock()
+        c = self.cfg
+        if h["hist_count"] > c["keep_n"] + c["keep_n"] // 4 or \
+                (h["hist_oldest"] and self.clock() - h["hist_oldest"] > c["keep_s"] + 86400):
+            self._trim(h)
+
+    def _trim(self, h):
+        """Keep the keep_n most recently completed entries (the file is in completion
+        order) updated within keep_s. Two streaming passes, O(1) RAM: sorting the
+        history by seq took ~13 B an entry (16 KB at the default keep_n), more than a
+        96 KiB board has free once its queue is full."""
+        c = self.cfg
+        cutoff = self.clock() - c["keep_s"]
+        m = 0
+        for _e in self.entries():
+            m += 1
+        skip = m - c["keep_n"]
+        kept = oldest = 0
+        tmp = self.path + ".tmp"
+        with open(tmp, "wb") as f:
+            for e in self.entries():
+                skip -= 1
+                if skip < 0 and e["updated"] >= cutoff:
+                    f.write(R.entry(e))
+                    kept += 1
+                    if not oldest or e["updated"] < oldest:
+                        oldest = e["updated"]
+        os.rename(tmp, self.path)
+        h["hist_count"] = kept
+        h["hist_oldest"] = oldest
