@@ -22,6 +22,7 @@
 #   long      a frame longer than any message of the spec (read_frame_into skips it:
 #             the stream stays in step, the connection need not be reset)
 # validate() adds: missing, unexpected, value, f62. encode() raises ValueError.
+from array import array
 from micropython import const
 
 MAX_FRAME = const(4096)
@@ -35,10 +36,11 @@ _LLLVAR = const(8)  # flag added to the kind
 
 MTIS = ("0200", "0201", "0210", "0420", "0421", "0430", "0800", "0810")
 
-# field number -> kind (0 = not used by the spec), and fixed length / LLLVAR maximum
+# field number -> kind (0 = not used by the spec), and fixed length / LLLVAR maximum;
+# 16-bit lengths and a dict of the used fields' keys: ~1 KB less than lists of 129
 _KIND = bytearray(129)
-_LEN = [0] * 129
-_KEYS = [None] * 129  # field number -> its dict key, made once
+_LEN = array("H", bytes(258))
+_KEYS = {}  # field number -> its dict key, made once
 for _f, _k, _l in ((3, _N, 6), (4, _N, 12), (7, _N, 10), (11, _N, 6), (12, _N, 6),
                    (13, _N, 4), (37, _AN, 12), (38, _AN, 6), (39, _AN, 2), (41, _ANS, 8),
                    (42, _ANS, 15), (49, _N, 3), (62, _ANS | _LLLVAR, 999), (64, _HEX, 16),
@@ -56,7 +58,6 @@ del _f
 
 _HEXCHARS = b"0123456789ABCDEF"
 _BM = bytearray(16)  # decoded bitmaps (primary 0..7, secondary 8..15)
-_VALS = [None] * 129  # encode scratch: field number -> value
 BUF = bytearray(2 + MSG_MAX)  # shared encode buffer (length prefix + message)
 
 
@@ -200,7 +201,6 @@ def encode_into(buf, msg, off=0, mac=False):
     """Encode msg into buf[off:]; returns the end index. With mac=True the MAC field
     (64, or 128 when a secondary bitmap is needed) is added as 16 '0' for mac.sign_into
     to fill in; msg must not carry 64/128 itself then."""
-    vals = _VALS
     try:
         mti = msg["t"]
     except KeyError:
@@ -219,79 +219,73 @@ def encode_into(buf, msg, off=0, mac=False):
             raise ValueError("key " + str(k))
         if f < 2 or f > 128 or not _KIND[f] or _KEYS[f] != k:
             raise ValueError("field " + str(k))
-        vals[f] = msg[k]
-        bm[(f - 1) >> 3] |= 0x80 >> ((f - 1) & 7)
-    try:
-        if mac:
-            f = 128 if int(mac_field(msg)) == 128 else 64
-            if vals[f] is not None:
-                raise ValueError("MAC field given")
-            vals[f] = 0
+        if msg[k] is not None:
             bm[(f - 1) >> 3] |= 0x80 >> ((f - 1) & 7)
-        second = False
-        for i in range(8, 16):
-            if bm[i]:
-                second = True
-        if second:
-            bm[0] |= 0x80
-        pos = off
-        top = len(buf)
-        if pos + 36 > top:
-            raise ValueError("buffer")
-        mb = mti.encode()
-        buf[pos:pos + 4] = mb
-        pos += 4
-        for i in range(16 if second else 8):
-            buf[pos] = _HEXCHARS[bm[i] >> 4]
-            buf[pos + 1] = _HEXCHARS[bm[i] & 15]
-            pos += 2
-        for f in range(2, 129):
-            v = vals[f]
-            if v is None:
-                continue
-            kind = _KIND[f]
-            size = _LEN[f]
-            if f == 64 or f == 128:
-                if v == 0:  # MAC placeholder
-                    v = "0000000000000000"
-            if isinstance(v, int):
-                if kind != _N or v < 0:
-                    raise ValueError("int for field " + str(f))
-                if pos + size > top:
-                    raise ValueError("buffer")
-                for i in range(pos + size - 1, pos - 1, -1):
-                    buf[i] = 0x30 + v % 10
-                    v //= 10
-                if v:
-                    raise ValueError("too big for field " + str(f))
-                pos += size
-                continue
-            if not isinstance(v, str):
-                raise ValueError("value of field " + str(f))
-            vb = v.encode()
-            ln = len(vb)
-            if kind & _LLLVAR:
-                kind &= 7
-                if ln > size:
-                    raise ValueError("too long: field " + str(f))
-                if pos + 3 + ln > top:
-                    raise ValueError("buffer")
-                buf[pos] = 0x30 + ln // 100
-                buf[pos + 1] = 0x30 + ln // 10 % 10
-                buf[pos + 2] = 0x30 + ln % 10
-                pos += 3
-            elif ln != size:
-                raise ValueError("length of field " + str(f))
-            if pos + ln > top:
+    if mac:
+        f = 128 if int(mac_field(msg)) == 128 else 64
+        if msg.get(_KEYS[f]) is not None:
+            raise ValueError("MAC field given")
+        bm[(f - 1) >> 3] |= 0x80 >> ((f - 1) & 7)
+    second = False
+    for i in range(8, 16):
+        if bm[i]:
+            second = True
+    if second:
+        bm[0] |= 0x80
+    pos = off
+    top = len(buf)
+    if pos + 36 > top:
+        raise ValueError("buffer")
+    mb = mti.encode()
+    buf[pos:pos + 4] = mb
+    pos += 4
+    for i in range(16 if second else 8):
+        buf[pos] = _HEXCHARS[bm[i] >> 4]
+        buf[pos + 1] = _HEXCHARS[bm[i] & 15]
+        pos += 2
+    for f in range(2, 129):
+        if not bm[(f - 1) >> 3] & (0x80 >> ((f - 1) & 7)):
+            continue
+        kind = _KIND[f]
+        size = _LEN[f]
+        v = msg.get(_KEYS[f])
+        if v is None:  # in the bitmap without a value: the MAC placeholder
+            v = "0000000000000000"
+        if isinstance(v, int):
+            if kind != _N or v < 0:
+                raise ValueError("int for field " + str(f))
+            if pos + size > top:
                 raise ValueError("buffer")
-            if not _class_ok(kind, vb, 0, ln):
-                raise ValueError("characters of field " + str(f))
-            buf[pos:pos + ln] = vb
-            pos += ln
-        return pos
-    finally:
-        for i in range(129):
-            vals[i] = None
+            for i in range(pos + size - 1, pos - 1, -1):
+                buf[i] = 0x30 + v % 10
+                v //= 10
+            if v:
+                raise ValueError("too big for field " + str(f))
+            pos += size
+            continue
+        if not isinstance(v, str):
+            raise ValueError("value of field " + str(f))
+        vb = v.encode()
+        ln = len(vb)
+        if kind & _LLLVAR:
+            kind &= 7
+            if ln > size:
+                raise ValueError("too long: field " + str(f))
+            if pos + 3 + ln > top:
+                raise ValueError("buffer")
+            buf[pos] = 0x30 + ln // 100
+            buf[pos + 1] = 0x30 + ln // 10 % 10
+            buf[pos + 2] = 0x30 + ln % 10
+            pos += 3
+        elif ln != size:
+            raise ValueError("length of field " + str(f))
+        if pos + ln > top:
+            raise ValueError("buffer")
+        if not _class_ok(kind, vb, 0, ln):
+            raise ValueError("characters of field " + str(f))
+        buf[pos:pos + ln] = vb
+        pos += ln
+    return pos
 
 
 def encode(msg, mac=False):
