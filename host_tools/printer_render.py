@@ -36,9 +36,9 @@ FONT_CANDIDATES = (
 )
 BUILTIN = "builtin"  # the bitmap font of host_tools/data/printer_font.bin
 NO_FONT_NOTE = ("no system CJK font found (install e.g. fonts-wqy-microhei or fonts-noto-cjk, "
-                "or pass --font): .png receipts drawn with the built-in bitmap font "
-                "host_tools/data/printer_font.bin (WenQuanYi Micro Hei, 24 dots: ASCII and "
-                "the firmware's GB18030 table)")
+                "or pass --font PATH / REFUND_PRINTER_FONT=PATH): .png receipts drawn with "
+                "the built-in bitmap font host_tools/data/printer_font.bin (WenQuanYi Micro "
+                "Hei, 24 dots: ASCII and the firmware's GB18030 table)")
 NO_PNG_NOTE = "font 'none': .png receipts not written, .txt/.json are"
 
 
