@@ -4,18 +4,25 @@ Starts the payment host simulator, the ESC/POS printer emulator (on a 115200-bau
 null-modem) and the terminal application on the virtual board, then plays a day through
 refundctl on the ECR tty: refunds, a host outage with refunds queued meanwhile, a
 decline, paper out in the middle of a receipt, a cancel, a power cut. It waits for the
-outbox to drain and prints a summary: refund states, receipt files, and the
-reconciliation of the host ledger against the terminal's records.
+outbox to drain, pulls a service bundle from the terminal's USB console the way a
+technician does (`refundctl --port CONSOLE bundle -o bundle.zip`, README "Troubleshooting
+a terminal") and prints a summary: refund states, receipt files, the reconciliation of
+the host ledger against the terminal's records, and where the receipts (.png always:
+a system CJK font, else the emulator's own bitmap font), ledger, bundle and its
+report.html are.
 """
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
+import zipfile
 
 from host_tools.fwrun import KEY
 from host_tools.hostsim import HostSim
-from host_tools.shop import Shop
+from host_tools.printer_render import BUILTIN
+from host_tools.shop import CTL, Shop
 
 SALES = {"SALE00000001": 5000, "SALE00000002": 200000, "SALE00000003": 3000,
          "SALE00000004": 4000, "SALE00000005": 2500, "SALE00000006": 8000,
@@ -94,7 +101,10 @@ def main():
         say("-- waiting for the outbox to drain")
         for k in sorted(rids):
             shop.wait_state(rids[k], ("printed", "declined", "cancelled"), timeout=60)
-        summary(shop, rids, work)
+        say("-- technician: refundctl --port %s bundle -o %s/bundle.zip" % (shop.board.ends["console"], work))
+        bundle = pull_bundle(shop, work)
+        say("   %d log records, %d outbox entries" % (bundle["records"], bundle["entries"]))
+        summary(shop, rids, work, bundle)
     finally:
         shop.close()
     return 0
@@ -109,7 +119,29 @@ def _kind(text):
     return "receipt"
 
 
-def summary(shop, rids, work):
+def pull_bundle(shop, work):
+    """refundctl bundle on the console, as README's "Troubleshooting a terminal" does it;
+    report.html is taken out of the zip next to it, to be opened in a browser."""
+    board = shop.board
+    board.out += board.console.read(1 << 20)  # keep the log lines said so far (console.log)
+    board.console.close()  # one reader of the USB port at a time, as on a real terminal
+    try:
+        out = os.path.join(work, "bundle.zip")
+        r = subprocess.run([CTL, "--port", board.ends["console"], "bundle", "-o", out, "--json"],
+                           capture_output=True, text=True, timeout=120)
+        shop.record("ctl.log", r.stdout + r.stderr)
+        if r.returncode != 0:
+            raise SystemExit("demo: refundctl bundle failed: %s" % r.stderr.strip())
+        res = json.loads(r.stdout.strip().splitlines()[-1])
+    finally:
+        board.console.open()
+    with zipfile.ZipFile(out) as z:
+        z.extract("report.html", work)
+    res["report"] = os.path.join(work, "report.html")
+    return res
+
+
+def summary(shop, rids, work, bundle):
     print("\n== refunds")
     states = {}
     for k in sorted(rids):
@@ -124,9 +156,8 @@ def summary(shop, rids, work):
             text = fh.read()
         what = _kind(text)
         rid = next((r for r in names if r in text), None)
-        print("  %s  %-28s%s%s" % (f["png"] or f["txt"], what + (" %s %s" % (names[rid], rid) if rid else ""),
-                                   "" if doc.get("cut_clean") else "  (paper ran out: not cut cleanly)",
-                                   "" if f["png"] else "  (no CJK font: text only)"))
+        print("  %s  %-28s%s" % (f["png"] or f["txt"], what + (" %s %s" % (names[rid], rid) if rid else ""),
+                                 "" if doc.get("cut_clean") else "  (paper ran out: not cut cleanly)"))
     print("\n== reconciliation: host ledger vs terminal")
     net = {}
     for line in shop.sim.ledger:
@@ -142,8 +173,25 @@ def summary(shop, rids, work):
     for rid in extra:
         ok &= net[rid] == 0
         print("  %-12s not on the terminal, host moved %d" % (rid, net[rid]))
-    print("\n%s; ledger %s; %.0f s" % ("RECONCILED" if ok else "NOT RECONCILED",
-                                       shop.sim.ledger_path, time.time() - T0))
+    docs = shop.printer.receipts
+    pngs = sum(1 for d in docs if d["files"]["png"])
+    font = shop.printer.font_path
+    counts = {}
+    for q in states.values():
+        counts[q.get("state")] = counts.get(q.get("state"), 0) + 1
+    print("\n== what happened")
+    print("  %d refunds (%s) through a host outage, a paper out and a power cut; %s"
+          % (len(states), ", ".join("%d %s" % (counts[k], k) for k in sorted(counts)),
+             "RECONCILED: the host moved exactly what the terminal approved" if ok else "NOT RECONCILED"))
+    print("\n== where it is (%.0f s)" % (time.time() - T0))
+    print("  receipts  %s/  %d receipts, %d .png (%s) + .txt + .json"
+          % (os.path.join(work, "receipts"), len(docs), pngs,
+             "emulator's bitmap font: no system CJK font" if font == BUILTIN else
+             "font %s" % font if font else "no .png: REFUND_PRINTER_FONT=none"))
+    print("  ledger    %s  the host's money movements (JSON Lines)" % shop.sim.ledger_path)
+    print("  bundle    %s  the technician's service bundle: logs, outbox, status, metrics, config"
+          % bundle["output"])
+    print("  report    %s  the bundle's report.html: open it in a browser" % bundle["report"])
     if not ok:
         raise SystemExit(1)
 

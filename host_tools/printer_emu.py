@@ -1,7 +1,7 @@
 """refund-printer: an ESC/POS thermal printer emulator, faults included.
 
   refund-printer (--tty DEV | --pty) --out DIR [--width 58|80] [--baud N]
-                 [--buffer BYTES] [--lines-per-sec N] [--control SOCK] [--font PATH|none]
+                 [--buffer BYTES] [--lines-per-sec N] [--control SOCK] [--font PATH|builtin|none]
                  [--paper-out | --paper-out-after N] [--near-end] [--cover-open]
                  [--offline] [--no-status] [--bad-status] [--slow FACTOR]
                  [--cutter-error] [--dead]
@@ -33,8 +33,9 @@ GB18030 double-byte mode as on the printers of Chinese bank terminals):
 Each receipt (paper from one cut to the next) is written to --out as
 receipt-NNNN.txt (decoded text, laid out in columns), .json (lines with
 attributes, QR payloads, barcodes, images, how it ended) and .png (rendered with
-Pillow and a CJK font; without one the printer says so once on stderr, and the
-.json says `"png": null, "png_note": "no CJK font ..."`).
+Pillow and a system CJK font; without one, or with --font builtin, with the
+project's bitmap font host_tools/data/printer_font.bin, and the printer says so
+once on stderr and in the .json's "png_note"; --font none: no .png).
 
 JSON of a receipt: {seq, width, columns, lines: [{kind: text|qr|barcode|image,
 text, align, bold, underline, size: [w, h], font, wrapped, partial, spans}], qr:
@@ -45,7 +46,7 @@ complete, cut_clean, incomplete: null|paper_end|not_cut, interruptions:
 interrupted, lost or cut short.
 
 With --pty the printer creates a pty and prints one JSON line
-{"tty": PATH, "out": DIR, "control": SOCK|null, "font": PATH|null}; with --tty it
+{"tty": PATH, "out": DIR, "control": SOCK|null, "font": PATH|"builtin"|null}; with --tty it
 opens an existing serial device (e.g. one end of host_tools.nullmodem.NullModem).
 
 Control socket (--control PATH, a unix stream socket, one JSON object a line):
@@ -66,14 +67,14 @@ from host_tools.printer_control import ControlServer, control_request, handle
 from host_tools.printer_escpos import CODEPAGES, EscPosParser, Modes
 from host_tools.printer_faults import Fault, PrinterFaults
 from host_tools.printer_paper import COLUMNS, DOTS, Paper, char_cols
-from host_tools.printer_render import (FONT_CANDIDATES, NO_FONT_NOTE, ReceiptWriter, find_cjk_font,
-                                       render_png, render_text)
+from host_tools.printer_render import (BUILTIN, FONT_CANDIDATES, NO_FONT_NOTE, NO_PNG_NOTE, ReceiptWriter,
+                                       find_cjk_font, render_png, render_text, resolve_font)
 from host_tools.printer_tty import TtyPort
 
 # The parts (printer_*.py) are re-exported: this module stays the public import path.
 __all__ = ["PrinterEmulator", "main", "XON", "XOFF", "Fault", "control_request", "find_cjk_font",
-           "NO_FONT_NOTE", "FONT_CANDIDATES", "COLUMNS", "DOTS", "CODEPAGES", "char_cols",
-           "render_text", "render_png"]
+           "resolve_font", "BUILTIN", "NO_FONT_NOTE", "NO_PNG_NOTE", "FONT_CANDIDATES", "COLUMNS", "DOTS",
+           "CODEPAGES", "char_cols", "render_text", "render_png"]
 
 XON = 0x11
 XOFF = 0x13
@@ -109,7 +110,7 @@ class PrinterEmulator:
         self.capacity = buffer_size
         self.xoff_margin = xoff_margin if xoff_margin is not None else max(16, min(256, buffer_size // 4))
         self.xon_level = buffer_size // 2
-        self.font_path = find_cjk_font(font)
+        self.font_path = resolve_font(font)  # a system font, BUILTIN, or None: no PNGs
         self._log = log or (lambda msg: sys.stderr.write("refund-printer: %s\n" % msg))
         self.lock = threading.RLock()
         self.stats = {"rx": 0, "tx": 0, "xoff": 0, "xon": 0, "overrun": 0, "realtime_dropped": 0,
@@ -407,7 +408,8 @@ def main(argv=None):
     ap.add_argument("--buffer", type=int, default=4096, help="receive buffer bytes (4096)")
     ap.add_argument("--lines-per-sec", type=float, default=60.0, help="paper speed (60)")
     ap.add_argument("--control", help="unix socket for JSON-lines fault control")
-    ap.add_argument("--font", help="CJK font path for .png ('none' to disable)")
+    ap.add_argument("--font", help="CJK font path for .png ('builtin': the bitmap font; "
+                    "'none': no .png); default: a system CJK font, else the bitmap font")
     ap.add_argument("--paper-out", action="store_true")
     ap.add_argument("--paper-out-after", type=int, metavar="N",
                     help="paper ends in the middle of the (N+1)th printed line")
@@ -431,8 +433,7 @@ def main(argv=None):
     emu.start(None if a.pty else a.tty, baud=a.baud, control=a.control)
     print(json.dumps({"tty": emu.path, "out": os.path.abspath(a.out), "control": a.control,
                       "font": emu.font_path, "width": a.width}), flush=True)
-    if not emu.font_path:
-        emu.out.warn_no_font()
+    emu.out.warn_no_font()  # the bitmap font or no PNGs: said once, now
     done = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: done.set())

@@ -1,6 +1,8 @@
 """Receipt output of the printer emulator (host_tools/printer_emu.py): each finished
 receipt becomes receipt-NNNN.txt (text laid out in columns), .json (the receipt document)
-and .png (rendered with Pillow and a CJK font, when there is one).
+and .png (rendered with Pillow: with a system CJK font when there is one, else with the
+project's own bitmap font host_tools/data/printer_font.bin, host_tools/printerfont.py,
+which has every character the firmware can print; font "none" turns PNGs off).
 
 `ReceiptWriter.finish(rec, cut, incomplete)` makes the document; once the emulator runs on
 a tty the files are written in a thread of their own (PNG rendering takes ~20 ms), so the
@@ -32,14 +34,31 @@ FONT_CANDIDATES = (
     "C:/Windows/Fonts/msyh.ttc",
     "C:/Windows/Fonts/simsun.ttc",
 )
-NO_FONT_NOTE = ("no CJK font found (install e.g. fonts-wqy-microhei or fonts-noto-cjk, or "
-                "pass --font): .png receipts not written, .txt/.json are")
+BUILTIN = "builtin"  # the bitmap font of host_tools/data/printer_font.bin
+NO_FONT_NOTE = ("no system CJK font found (install e.g. fonts-wqy-microhei or fonts-noto-cjk, "
+                "or pass --font PATH / REFUND_PRINTER_FONT=PATH): .png receipts drawn with "
+                "the built-in bitmap font host_tools/data/printer_font.bin (WenQuanYi Micro "
+                "Hei, 24 dots: ASCII and the firmware's GB18030 table)")
+NO_PNG_NOTE = "font 'none': .png receipts not written, .txt/.json are"
+
+
+def resolve_font(hint=None):
+    """The font receipts are drawn with: a system font path, BUILTIN, or None (hint
+    'none': no PNGs). A hint (or REFUND_PRINTER_FONT) naming a file that does not exist
+    falls back like no font found: the bitmap font, so PNGs are always written."""
+    if hint is None:
+        hint = os.environ.get("REFUND_PRINTER_FONT")
+    if hint is not None and hint.lower() in ("", "none"):
+        return None
+    if hint is not None and hint.lower() == BUILTIN:
+        return BUILTIN
+    return find_cjk_font(hint) or BUILTIN
 
 
 def find_cjk_font(hint=None):
-    """Path of a CJK-capable font, or None. hint: a path, or 'none' to disable."""
+    """Path of a CJK-capable system font, or None. hint: a path, or 'none' to disable."""
     if hint is not None:
-        if hint.lower() in ("", "none"):
+        if hint.lower() in ("", "none", BUILTIN):
             return None
         return hint if os.path.exists(hint) else None
     env = os.environ.get("REFUND_PRINTER_FONT")
@@ -68,8 +87,8 @@ class ReceiptWriter:
         self.width = width
         self.columns = columns
         self.dots = dots
-        self.font_path = font_path
-        self.png_note = None if font_path else NO_FONT_NOTE
+        self.font_path = font_path  # resolve_font(): a path, BUILTIN or None (no PNGs)
+        self.png_note = {None: NO_PNG_NOTE, BUILTIN: NO_FONT_NOTE}.get(font_path)
         self.font_warned = False
         self.lock = lock  # guards `receipts`
         self._log = log
@@ -137,6 +156,9 @@ class ReceiptWriter:
         with open(base + ".txt", "w", encoding="utf-8") as f:
             f.write(text)
         if self.font_path:
+            if self.font_path == BUILTIN:
+                doc["png_note"] = self.png_note
+                self.warn_no_font()
             try:
                 render_png(rec.lines, self.dots, self.columns, self.font_path, base + ".png", doc)
                 doc["files"]["png"] = base + ".png"
@@ -153,8 +175,9 @@ class ReceiptWriter:
             self.receipts.append(doc)
 
     def warn_no_font(self):
-        """Say once (on the log) that receipts get no .png."""
-        if not self.font_warned:
+        """Say once (on the log) which font receipts are drawn with when it is not a
+        system font (the bitmap font), or that they get no .png."""
+        if self.png_note and not self.font_warned:
             self.font_warned = True
             self._log(self.png_note)
 
@@ -197,6 +220,60 @@ def render_text(lines, columns, doc):
 _GLYPHS = {}
 
 
+def truetype_glyph(ch, font_path, _fonts={}):
+    """ch drawn with a TrueType font into its cell: an "L" mask (255 = ink), 12x24 dots
+    for a 1-column character, 24x24 for a 2-column one. host_tools/printerfont.py
+    rasterizes the bitmap font with this, so both look the same."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    base_w = char_cols(ch)
+    gw = base_w * 12
+    px = 22 if base_w == 1 else 24
+    f = _fonts.get((font_path, px))
+    if f is None:
+        f = _fonts[(font_path, px)] = ImageFont.truetype(font_path, px)
+    nat = max(1, int(f.getlength(ch) + 0.999))
+    glyph = Image.new("L", (max(nat, gw), 24), 0)
+    ImageDraw.Draw(glyph).text((max(0, (gw - nat) // 2), 0), ch, font=f, fill=255)
+    if glyph.width > gw:  # squeeze wide Latin glyphs into their cell
+        glyph = glyph.resize((gw, 24))
+    return glyph
+
+
+def bitmap_glyph(ch):
+    """ch from the bitmap font as an "L" mask; a character it does not have (the
+    firmware never sends one: it prints '?') is drawn as an empty box."""
+    from PIL import Image, ImageDraw
+
+    from host_tools import printerfont
+
+    _hdr, glyphs = printerfont.load()
+    g = glyphs.get(ch)
+    if g is None:
+        gw = char_cols(ch) * 12
+        box = Image.new("L", (gw, 24), 0)
+        ImageDraw.Draw(box).rectangle([1, 3, gw - 2, 21], outline=255)
+        return box
+    w, bits = g
+    return Image.frombytes("1", (w, 24), printerfont.rows(w, bits)).convert("L")
+
+
+def glyph(ch, font_path):
+    """The cached mask of ch in font_path (a path or BUILTIN)."""
+    g = _GLYPHS.get((ch, font_path))
+    if g is None:
+        g = _GLYPHS[(ch, font_path)] = (bitmap_glyph(ch) if font_path == BUILTIN
+                                        else truetype_glyph(ch, font_path))
+    return g
+
+
+def _draw_bitmap_text(img, x, y, text):
+    for ch in text:
+        g = glyph(ch, BUILTIN)
+        img.paste(0, (x, y), g)
+        x += g.width
+
+
 def render_png(lines, dots, columns, font_path, path, doc):
     from PIL import Image, ImageDraw, ImageFont, ImageOps
 
@@ -217,12 +294,6 @@ def render_png(lines, dots, columns, font_path, path, doc):
         height += h
     img = Image.new("L", (dots, height + 40), 255)
     draw = ImageDraw.Draw(img)
-    fonts = {}
-
-    def font(px):
-        if px not in fonts:
-            fonts[px] = ImageFont.truetype(font_path, px)
-        return fonts[px]
 
     for ln, y, h in rows:
         k = ln.get("kind")
@@ -234,18 +305,12 @@ def render_png(lines, dots, columns, font_path, path, doc):
                 bold, ul, wm, hm, _fb = a
                 base_w = char_cols(ch)
                 gw = base_w * cell_w
-                glyph = _GLYPHS.get((ch, font_path))
-                if glyph is None:
-                    f = font(22 if base_w == 1 else 24)
-                    nat = max(1, int(f.getlength(ch) + 0.999))
-                    glyph = Image.new("L", (max(nat, gw), 24), 0)
-                    ImageDraw.Draw(glyph).text((max(0, (gw - nat) // 2), 0), ch, font=f, fill=255)
-                    if glyph.width > gw:  # squeeze wide Latin glyphs into their cell
-                        glyph = glyph.resize((gw, 24))
-                    _GLYPHS[(ch, font_path)] = glyph  # a mask: 255 = ink
-                g = glyph
-                if wm > 1 or hm > 1:
-                    g = glyph.resize((gw * wm, 24 * hm))
+                g = mask = glyph(ch, font_path)  # a mask: 255 = ink
+                if (wm > 1 or hm > 1) and font_path == BUILTIN:
+                    # the bitmap font enlarged dot by dot, as the printer does
+                    g = mask.resize((gw * wm, 24 * hm), Image.NEAREST)
+                elif wm > 1 or hm > 1:
+                    g = mask.resize((gw * wm, 24 * hm))
                 img.paste(0, (x, y), g)
                 if bold:
                     img.paste(0, (x + 1, y), g)
@@ -266,7 +331,11 @@ def render_png(lines, dots, columns, font_path, path, doc):
             for i in range(0, bw, 4):
                 draw.rectangle([x + i, y + 3, x + i + (1 if (i // 4 + len(ln["data"])) % 3 else 2), y + ln["height"]], fill=0)
             if ln.get("hri"):
-                draw.text((x, y + ln["height"] + 4), ln["data"], font=font(20), fill=0)
+                if font_path == BUILTIN:
+                    _draw_bitmap_text(img, x, y + ln["height"] + 4, ln["data"])
+                else:
+                    draw.text((x, y + ln["height"] + 4), ln["data"],
+                              font=ImageFont.truetype(font_path, 20), fill=0)
         elif k == "image" and ln.get("_raster") is not None:
             wbits, hd = ln["width"], ln["height"]
             raster = Image.frombytes("1", (wbits, hd), ln["_raster"])

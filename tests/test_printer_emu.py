@@ -13,8 +13,8 @@ import serial
 from escpos.printer import Dummy
 
 from host_tools import REPO
-from host_tools.printer_emu import (NO_FONT_NOTE, PrinterEmulator, XOFF, XON, control_request,
-                                    find_cjk_font)
+from host_tools.printer_emu import (BUILTIN, NO_FONT_NOTE, NO_PNG_NOTE, PrinterEmulator, XOFF, XON,
+                                    control_request, find_cjk_font)
 
 STATUS_RE = re.compile(r"^0..1..10$")
 
@@ -351,18 +351,20 @@ def test_control_socket_changes_faults_while_running(tmp_path):
 
 # ---------------------------------------------------------------- CLI and PNG
 def test_cli_pty_prints_its_path_and_writes_receipts(tmp_path):
+    # --font naming no file: the bitmap font, said once; the .png is written all the same
     out = tmp_path / "cli"
     proc = subprocess.Popen([sys.executable, "-m", "host_tools.printer_emu", "--pty", "--out",
-                             str(out), "--width", "80", "--font", "none",
+                             str(out), "--width", "80", "--font", str(tmp_path / "nowhere.ttc"),
                              "--lines-per-sec", "500"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO)
     try:
         info = json.loads(proc.stdout.readline())
-        assert info["width"] == 80 and info["font"] is None
+        assert info["width"] == 80 and info["font"] == BUILTIN
         host = serial.serial_for_url(info["tty"], timeout=1)
         host.write(dummy_receipt("CLI", ["hello"], qr="rid=R9;rrn=9"))
+        host.write(dummy_receipt("CLI2", ["again"]))
         end = time.monotonic() + 5
-        while not (out / "receipt-0001.json").exists() and time.monotonic() < end:
+        while not (out / "receipt-0002.json").exists() and time.monotonic() < end:
             time.sleep(0.02)
         host.close()
     finally:
@@ -371,32 +373,40 @@ def test_cli_pty_prints_its_path_and_writes_receipts(tmp_path):
     rec = json.loads((out / "receipt-0001.json").read_text(encoding="utf-8"))
     assert texts(rec)[:2] == ["CLI", "hello"] and rec["qr"][0]["data"] == "rid=R9;rrn=9"
     assert rec["columns"] == 48
-    assert "no CJK font" in err.decode()
-    assert err.decode().count("no CJK font") == 1  # said once, not per receipt
+    assert rec["files"]["png"] == str(out / "receipt-0001.png") and rec["png_note"] == NO_FONT_NOTE
+    assert (out / "receipt-0001.png").exists() and (out / "receipt-0002.png").exists()
+    assert err.decode().count("no system CJK font") == 1, err  # said once, not per receipt
+    assert "built-in bitmap font" in err.decode()
 
 
-def test_png_without_a_cjk_font_is_skipped_with_a_note(tmp_path):
+def test_font_none_writes_no_png_and_says_so(tmp_path):
     notes = []
     e = PrinterEmulator(str(tmp_path / "o"), font="none", log=notes.append)
     e.feed(b"\x1c&" + "退货".encode("gb18030") + b"\n\x1dV\x00a\n\x1dV\x00")
-    assert [n for n in notes if "no CJK font" in n] == [NO_FONT_NOTE]
+    assert notes == [NO_PNG_NOTE]
     for r in e.receipts:
-        assert r["files"]["png"] is None and r["png_note"] == NO_FONT_NOTE
+        assert r["files"]["png"] is None and r["png_note"] == NO_PNG_NOTE
         assert os.path.exists(r["files"]["txt"]) and os.path.exists(r["files"]["json"])
     assert not list((tmp_path / "o").glob("*.png"))
 
 
-def test_png_rendered_with_the_systems_cjk_font(tmp_path):
+def test_png_always_rendered_system_font_or_the_bitmap_font(tmp_path, monkeypatch):
+    from PIL import Image
+
     font = find_cjk_font()
     e = PrinterEmulator(str(tmp_path / "o"), width=80, log=lambda m: None)
     e.feed(dummy_receipt("PNG", ["line"], qr="rid=R1;rrn=2"))
     r = e.receipts[0]
-    if font is None:
-        # No CJK font on this machine (install fonts-wqy-microhei to get PNGs).
-        assert r["files"]["png"] is None and r["png_note"] == NO_FONT_NOTE
-        return
-    from PIL import Image
-
+    assert e.font_path == (font or BUILTIN)
     with Image.open(r["files"]["png"]) as im:
         assert im.width == 576 and im.height > 100
         assert im.convert("L").getextrema()[0] == 0  # something black was printed
+    # REFUND_PRINTER_FONT pointing nowhere (or "builtin"): the bitmap font
+    for env in (str(tmp_path / "missing.ttf"), "builtin"):
+        monkeypatch.setenv("REFUND_PRINTER_FONT", env)
+        notes = []
+        e = PrinterEmulator(str(tmp_path / ("env%d" % len(env))), width=58, log=notes.append)
+        e.feed(dummy_receipt("PNG", ["line"]))
+        assert e.font_path == BUILTIN and notes == [NO_FONT_NOTE]
+        with Image.open(e.receipts[0]["files"]["png"]) as im:
+            assert im.width == 384 and im.convert("L").getextrema()[0] == 0

@@ -288,24 +288,49 @@ def test_firmware_files_compile_with_mpy_cross():
 
 
 # ---------------------------------------------------------------- PNG
-def test_receipt_png_or_the_no_font_note(mp, tmp_path):
+@pytest.mark.parametrize("font", ["system", "builtin"])
+def test_receipt_png_with_the_system_font_or_the_bitmap_font(mp, tmp_path, font):
+    # "system": a CJK font found on this machine, else (a fresh machine) the bitmap font
     data, _, _ = compose(mp, "refund", REFUND, CFG)
     notes = []
-    e = PrinterEmulator(str(tmp_path / "png"), log=notes.append)
+    e = PrinterEmulator(str(tmp_path / "png"), log=notes.append, font=None if font == "system" else font)
     e.feed(data)
     rec = e.receipts[0]
-    if find_cjk_font() is None:
-        assert rec["files"]["png"] is None and rec["png_note"] == NO_FONT_NOTE
-        assert notes.count(NO_FONT_NOTE) == 1
+    if font == "builtin" or find_cjk_font() is None:
+        assert rec["png_note"] == NO_FONT_NOTE and notes.count(NO_FONT_NOTE) == 1
     else:
-        from PIL import Image
+        assert "png_note" not in rec and not notes
+    from PIL import Image
 
-        with Image.open(rec["files"]["png"]) as im:
-            assert im.width == 384 and im.height > 600
+    with Image.open(rec["files"]["png"]) as im:
+        assert im.width == 384 and im.height > 600
+        assert im.convert("L").getextrema()[0] == 0
     assert os.path.exists(rec["files"]["txt"]) and os.path.exists(rec["files"]["json"])
     with open(rec["files"]["txt"], encoding="utf-8") as f:
         txt = f.read()
     assert "¥12.34 CNY" in txt and "批准 APPROVED" in txt
+
+
+def test_every_character_of_a_firmware_receipt_is_in_the_bitmap_font(mp, tmp_path):
+    # refund, reprint, decline slip, pending notice, queue report: no missing-glyph box
+    from host_tools import printerfont
+
+    _hdr, glyphs = printerfont.load()
+    r = dict(REFUND, rrn=None, auth=None)
+    seen = set()
+    for i, (fn, args, kw) in enumerate((
+            ("refund", (REFUND, CFG), {"reprint": True}),
+            ("decline", (dict(r, state="declined", code="51"), CFG), {}),
+            ("pending", (dict(r, state="sent"), CFG), {}),
+            ("queue_report", ([dict(REFUND, amount=500, currency=840)], CFG, TS), {}))):
+        data, unknown, _ = compose(mp, fn, *args, **kw)
+        assert unknown == 0, fn
+        e = PrinterEmulator(str(tmp_path / str(i)), font="none", log=lambda m: None)
+        e.feed(data)
+        for rec in e.receipts:
+            for ln in rec["lines"]:
+                seen.update(ln.get("text", ""))
+    assert len(seen) > 60 and seen <= set(glyphs), sorted(seen - set(glyphs))
 
 
 # ---------------------------------------------------------------- over a serial line
