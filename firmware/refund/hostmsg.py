@@ -111,25 +111,29 @@ def build62(d, rid=True):
 
 # ---- per-MTI message rules (docs/host-link.md, Messages and Fields) ----
 
-_F_REQ = (3, 4, 7, 11, 12, 13, 41, 42, 49, 62, 64)
+# Field lists as bytes (one field number a byte): a bytes constant costs a few bytes of
+# heap (none when frozen), a tuple of ints a word per field.
+_F_REQ = b"\x03\x04\x07\x0b\x0c\x0d\x29\x2a\x31\x3e\x40"  # 3 4 7 11 12 13 41 42 49 62 64
 # 0420/0421 carry field 90, so a secondary bitmap, so their MAC is field 128 (the MAC
 # is always the last field; the spec's field table lists 128 for 08xx only).
-_F_REV = (3, 4, 7, 11, 41, 42, 49, 62, 90, 128)
-_F_REC = (3, 7, 11, 41, 42, 49, 62, 74, 86, 128)  # 0500/0501: 74, 86 -> field 128
-_F_UPL = (3, 4, 7, 11, 12, 13, 37, 38, 41, 42, 49, 62, 64)  # 0320/0321
+_F_REV = b"\x03\x04\x07\x0b\x29\x2a\x31\x3e\x5a\x80"  # 3 4 7 11 41 42 49 62 90 128
+_F_REC = b"\x03\x07\x0b\x29\x2a\x31\x3e\x4a\x56\x80"  # 0500/0501: 3 7 11 41 42 49 62 74 86 128
+_F_UPL = b"\x03\x04\x07\x0b\x0c\x0d\x25\x26\x29\x2a\x31\x3e\x40"  # 0320/0321: 3 4 7 11 12 13 37 38 41 42 49 62 64
+_F_ADV = b"\x0b\x27\x29\x3e\x40"  # 0430 / 0330 need: 11 39 41 62 64
+_F_ADV_MAY = b"\x03\x04\x07\x2a\x31"  # may: 3 4 7 42 49
 # MTI -> (required, optional). Requests are held to the whole table of the spec;
 # answers need what the terminal decides on (Terminal duties) and may carry the rest.
 _FIELDS = {
-    "0200": (_F_REQ, ()), "0201": (_F_REQ, ()),
-    "0210": ((4, 11, 39, 41, 49, 62, 64), (3, 7, 12, 13, 37, 38, 42)),
-    "0420": (_F_REV, ()), "0421": (_F_REV, ()),
-    "0430": ((11, 39, 41, 62, 64), (3, 4, 7, 42, 49)),
-    "0800": ((7, 11, 41, 70, 128), ()),
-    "0810": ((11, 39, 41, 128), (7, 70)),
-    "0500": (_F_REC, ()), "0501": (_F_REC, ()),
-    "0510": ((11, 39, 41, 49, 62, 74, 86, 128), (3, 7, 15, 42)),
-    "0320": (_F_UPL, ()), "0321": (_F_UPL, ()),
-    "0330": ((11, 39, 41, 62, 64), (3, 4, 7, 42, 49)),
+    "0200": (_F_REQ, b""), "0201": (_F_REQ, b""),
+    "0210": (b"\x04\x0b\x27\x29\x31\x3e\x40", b"\x03\x07\x0c\x0d\x25\x26\x2a"),  # 4 11 39 41 49 62 64 | 3 7 12 13 37 38 42
+    "0420": (_F_REV, b""), "0421": (_F_REV, b""),
+    "0430": (_F_ADV, _F_ADV_MAY),
+    "0800": (b"\x07\x0b\x29\x46\x80", b""),  # 7 11 41 70 128
+    "0810": (b"\x0b\x27\x29\x80", b"\x07\x46"),  # 11 39 41 128 | 7 70
+    "0500": (_F_REC, b""), "0501": (_F_REC, b""),
+    "0510": (b"\x0b\x27\x29\x31\x3e\x4a\x56\x80", b"\x03\x07\x0f\x2a"),  # 11 39 41 49 62 74 86 128 | 3 7 15 42
+    "0320": (_F_UPL, b""), "0321": (_F_UPL, b""),
+    "0330": (_F_ADV, _F_ADV_MAY),
 }
 _SETTLE_3 = ("920000", "960000")  # field 3 of 05xx: first reconciliation, after upload
 
@@ -161,7 +165,7 @@ def validate(msg):
             f = int(k)
         except ValueError:
             raise DecodeError("unexpected")
-        if f not in need and f not in may:
+        if not 2 <= f <= 128 or (f not in need and f not in may):
             raise DecodeError("unexpected", f)
     ok = msg.get("39") == "00"
     if mti == "0210" and ok:
