@@ -2,7 +2,7 @@
 # field 62 (key=value;...) and the per-MTI field rules every received message is held
 # to. The codec itself is refund/iso8583.py; settlement messages are built and their
 # answers checked in refund/settlemsg.py.
-from refund.iso8583 import DecodeError
+from refund.iso8583 import MTIS, DecodeError
 
 # ---- field 62: key=value;key=value ----
 
@@ -111,30 +111,42 @@ def build62(d, rid=True):
 
 # ---- per-MTI message rules (docs/host-link.md, Messages and Fields) ----
 
-# Field lists as bytes (one field number a byte): a bytes constant costs a few bytes of
-# heap (none when frozen), a tuple of ints a word per field.
-_F_REQ = b"\x03\x04\x07\x0b\x0c\x0d\x29\x2a\x31\x3e\x40"  # 3 4 7 11 12 13 41 42 49 62 64
-# 0420/0421 carry field 90, so a secondary bitmap, so their MAC is field 128 (the MAC
-# is always the last field; the spec's field table lists 128 for 08xx only).
-_F_REV = b"\x03\x04\x07\x0b\x29\x2a\x31\x3e\x5a\x80"  # 3 4 7 11 41 42 49 62 90 128
-_F_REC = b"\x03\x07\x0b\x29\x2a\x31\x3e\x4a\x56\x80"  # 0500/0501: 3 7 11 41 42 49 62 74 86 128
-_F_UPL = b"\x03\x04\x07\x0b\x0c\x0d\x25\x26\x29\x2a\x31\x3e\x40"  # 0320/0321: 3 4 7 11 12 13 37 38 41 42 49 62 64
-_F_ADV = b"\x0b\x27\x29\x3e\x40"  # 0430 / 0330 need: 11 39 41 62 64
-_F_ADV_MAY = b"\x03\x04\x07\x2a\x31"  # may: 3 4 7 42 49
-# MTI -> (required, optional). Requests are held to the whole table of the spec;
-# answers need what the terminal decides on (Terminal duties) and may carry the rest.
-_FIELDS = {
-    "0200": (_F_REQ, b""), "0201": (_F_REQ, b""),
-    "0210": (b"\x04\x0b\x27\x29\x31\x3e\x40", b"\x03\x07\x0c\x0d\x25\x26\x2a"),  # 4 11 39 41 49 62 64 | 3 7 12 13 37 38 42
-    "0420": (_F_REV, b""), "0421": (_F_REV, b""),
-    "0430": (_F_ADV, _F_ADV_MAY),
-    "0800": (b"\x07\x0b\x29\x46\x80", b""),  # 7 11 41 70 128
-    "0810": (b"\x0b\x27\x29\x80", b"\x07\x46"),  # 11 39 41 128 | 7 70
-    "0500": (_F_REC, b""), "0501": (_F_REC, b""),
-    "0510": (b"\x0b\x27\x29\x31\x3e\x4a\x56\x80", b"\x03\x07\x0f\x2a"),  # 11 39 41 49 62 74 86 128 | 3 7 15 42
-    "0320": (_F_UPL, b""), "0321": (_F_UPL, b""),
-    "0330": (_F_ADV, _F_ADV_MAY),
-}
+# What each MTI carries, in the order of iso8583.MTIS: (required, optional) field numbers,
+# one a byte. Requests are held to the whole table of the spec; answers need what the
+# terminal decides on (Terminal duties) and may carry the rest. 0420/0421 carry field
+# 90 and 0500/0501/0510 fields 74 and 86, so a secondary bitmap, so their MAC is field
+# 128 (the MAC is always the last field; the spec's table lists 128 for 08xx and 05xx).
+# A literal tuple of bytes literals is one constant: frozen, it takes no heap at all.
+_RULES = (
+    (b"\x03\x04\x07\x0b\x0c\x0d\x29\x2a\x31\x3e\x40",  # 0200: 3 4 7 11 12 13 41 42 49 62 64
+     b""),
+    (b"\x03\x04\x07\x0b\x0c\x0d\x29\x2a\x31\x3e\x40",  # 0201: 3 4 7 11 12 13 41 42 49 62 64
+     b""),
+    (b"\x04\x0b\x27\x29\x31\x3e\x40",  # 0210: 4 11 39 41 49 62 64
+     b"\x03\x07\x0c\x0d\x25\x26\x2a"),  # may: 3 7 12 13 37 38 42
+    (b"\x03\x04\x07\x0b\x29\x2a\x31\x3e\x5a\x80",  # 0420: 3 4 7 11 41 42 49 62 90 128
+     b""),
+    (b"\x03\x04\x07\x0b\x29\x2a\x31\x3e\x5a\x80",  # 0421: 3 4 7 11 41 42 49 62 90 128
+     b""),
+    (b"\x0b\x27\x29\x3e\x40",  # 0430: 11 39 41 62 64
+     b"\x03\x04\x07\x2a\x31"),  # may: 3 4 7 42 49
+    (b"\x07\x0b\x29\x46\x80",  # 0800: 7 11 41 70 128
+     b""),
+    (b"\x0b\x27\x29\x80",  # 0810: 11 39 41 128
+     b"\x07\x46"),  # may: 7 70
+    (b"\x03\x07\x0b\x29\x2a\x31\x3e\x4a\x56\x80",  # 0500: 3 7 11 41 42 49 62 74 86 128
+     b""),
+    (b"\x03\x07\x0b\x29\x2a\x31\x3e\x4a\x56\x80",  # 0501: 3 7 11 41 42 49 62 74 86 128
+     b""),
+    (b"\x0b\x27\x29\x31\x3e\x4a\x56\x80",  # 0510: 11 39 41 49 62 74 86 128
+     b"\x03\x07\x0f\x2a"),  # may: 3 7 15 42
+    (b"\x03\x04\x07\x0b\x0c\x0d\x25\x26\x29\x2a\x31\x3e\x40",  # 0320: 3 4 7 11 12 13 37 38 41 42 49 62 64
+     b""),
+    (b"\x03\x04\x07\x0b\x0c\x0d\x25\x26\x29\x2a\x31\x3e\x40",  # 0321: 3 4 7 11 12 13 37 38 41 42 49 62 64
+     b""),
+    (b"\x0b\x27\x29\x3e\x40",  # 0330: 11 39 41 62 64
+     b"\x03\x04\x07\x2a\x31"),  # may: 3 4 7 42 49
+)
 _SETTLE_3 = ("920000", "960000")  # field 3 of 05xx: first reconciliation, after upload
 
 
@@ -151,10 +163,10 @@ def validate(msg):
     Returns the parsed field 62 dict (None for 08xx).
     Raises DecodeError('mti' | 'missing' | 'unexpected' | 'value' | 'f62', field)."""
     mti = msg.get("t")
-    rule = _FIELDS.get(mti)
-    if rule is None:
+    try:
+        need, may = _RULES[MTIS.index(mti)]
+    except ValueError:
         raise DecodeError("mti")
-    need, may = rule
     for f in need:
         if str(f) not in msg:
             raise DecodeError("missing", f)
