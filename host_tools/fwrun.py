@@ -17,13 +17,8 @@ FAST = {"response_ms": 400, "backoff_base_ms": 30, "backoff_cap_ms": 300, "echo_
 def run_terminal(img, port, n, host=None, timeout=120, **extra):
     cfg = {"port": port, "key": KEY, "tid": TID, "mid": MID, "n": n, "host": dict(FAST, **(host or {}))}
     cfg.update(extra)
-    from host_tools.deploy import cached_build
-
     env = vboard.board_env(img)
-    # The firmware as mpy-cross compiled it, as a board loads it (refund-bench terminal
-    # does the same): compiling the sources here fragmented the 256k heap enough that
-    # the sender's retry tables (max_live 2000) found no contiguous block.
-    env["MICROPYPATH"] = vboard.mp_path(os.path.join(cached_build("unix"), "lib"))
+    env["MICROPYPATH"] = vboard.mp_path(vboard.FIRMWARE)
     cfg_path = img + ".json"
     with open(cfg_path, "w") as f:
         json.dump(cfg, f)
