@@ -11,6 +11,15 @@ Host duties (docs/host-link.md, "Host duties"):
 - 0420/0421 -> 0430 `00`. The refund named by `rid` (field 62), or else by the original
   STAN in field 90, is reversed if it was approved and not reversed yet.
 - 0800 (70 = 301) -> 0810 `00` with a field 128 MAC.
+- Settlement (host_tools/hostsim_settle.py has the details). Each approved refund is
+  filed under the `batch` (field 62) of its 0200. 0500/0501 `920000` -> 0510: `00` with
+  field 15 when the count and total (fields 74, 86) agree with the host's for that
+  terminal, batch and currency (approved, not reversed), the batch closes; else `95`
+  with `diff=N`. 0320/0321 -> 0330 `00` with `host=ok|missing|amount:N`; the upload is
+  recorded, moves no money, and anything but ok is a difference. 0500/0501 `960000` ->
+  `00` with field 15, `extra=RID,...` (refunds only the host has, as many as fit) and
+  `extra_n=N`; the batch closes. The same 0500/0501 gets the same answer again; a 0500
+  for a closed batch gets the answer that closed it.
 - --sales FILE (JSON object: orrn -> amount in minor units, or -> {"amount": N}):
   unknown orrn -> `25`; refunds above the sale's amount (approved, not reversed
   refunds counted) -> `13`. Without it every refund is approved.
@@ -22,9 +31,13 @@ Host duties (docs/host-link.md, "Host duties"):
 Ledger (--ledger FILE): JSON Lines, one line per money movement:
   {"time": "2026-11-05T10:00:00.123Z", "type": "refund" | "reversal", "tid": ...,
    "rid": ..., "amount": 1234 (minor units, positive), "delta": +1234 | -1234,
-   "currency": "156", "rrn": ..., "auth": ..., "orrn": ..., "stan": ...}
-An existing ledger is read back at start, so approvals and reversals (not declines)
-survive a restart of the simulator.
+   "currency": "156", "rrn": ..., "auth": ..., "orrn": ..., "stan": ..., "batch": ...}
+and one per settlement record (no "delta": no money moves): "upload" (the first 0320 of
+a rid and the host's view), "difference" (per rid: kind missing | amount | extra, both
+amounts), "settlement" (a batch closed, with the answer that closed it); the formats
+are in host_tools/hostsim_ledger.py. An existing ledger is read back at start, so
+approvals and reversals (not declines), uploads, differences and closed batches survive
+a restart of the simulator.
 
 Fault options. Every random decision is a hash of (--seed, fault, message identity),
 where the identity of a request is (terminal id, STAN, MTI, how many times that triple
@@ -49,16 +62,26 @@ timing or interleaving of connections.
   --outage START_S:DURATION_S stop listening and close every connection during that
                               period after start (repeatable)
   --never-answer RID          ignore every request for that rid (a poisoned entry)
+  --settle-fault missing:RID  the host "lost" that refund from its batch: reconciliation
+                              gives 95 and its upload host=missing (repeatable)
+  --settle-fault extra        the host invents one approved refund (XTRA-<batch>-<currency>)
+                              in each batch at its first reconciliation: 95, then named
+                              in the closing 0510's extra=
+  --settle-fault drop-answer  process every 0500 and 0320 but drop its first answer:
+                              the terminal must repeat with 0501 / 0321
 
 Counters (HostSim.stats, and the last line the command prints on exit): connections,
 refused, frames_in, frame_errors, decode_errors, invalid, bad_mac_in, requests,
 in_<MTI> (in_0200, in_0201, ...), dropped_requests, dropped_answers, unavailable,
 repeats, dup_mismatch, approved, declined, declined_fault, reversed, reversal_noop,
 bad_mac_out, garbage, closed_mid_frame, duplicated, reordered, answers_out,
-answers_lost_closed, outages, internal_errors. A counter is absent until it is 1.
+answers_lost_closed, outages, internal_errors; settlement: settled, settle_mismatch,
+settle_repeats, settle_closed_repeats, settle_invented, uploads, upload_repeats,
+uploads_after_close, differences, settle_dropped_answers. A counter is absent until it
+is 1.
 
 Parts: hostsim_msg (MAC, framing, the request rules), hostsim_service (the host duties,
-one handler per MTI), hostsim_ledger, hostsim_faults (Faults and their seeded draws),
+one handler per MTI), hostsim_settle (the settlement handlers), hostsim_ledger, hostsim_faults (Faults and their seeded draws),
 hostsim_server (HostSim: the TCP server that ties them). This module is the command line
 and the public import path of all of them.
 
@@ -66,6 +89,8 @@ Library use (tests, benches):
   sim = HostSim(mac_key=bytes.fromhex(...), sales={...}, seed=1,
                 faults=Faults(drop_answer=0.3))
   sim.start(); port = sim.port; ...; sim.ledger; sim.stats; sim.stop()
+  settlement: Faults(settle_missing=["R-1"], settle_extra=True, settle_drop_answer=True);
+  sim.batch(tid, "000001", "156"); sim.differences(tid); sim.settlements
 """
 import argparse
 import json
@@ -156,6 +181,9 @@ def parse_args(argv=None):
                    type=lambda t: _spec_pairs(t, "--outage", (float, float)))
     p.add_argument("--never-answer", action="append", default=[], metavar="RID",
                    help="ignore every request for this rid (a poisoned entry; repeatable)")
+    p.add_argument("--settle-fault", action="append", default=[], metavar="missing:RID|extra|drop-answer",
+                   help="settlement fault (repeatable): lose a refund from its batch, invent one, "
+                        "or drop the first answer of each 0500/0320")
     p.add_argument("-v", "--verbose", action="store_true", help="log every message")
     return p.parse_args(argv)
 
@@ -178,6 +206,8 @@ def from_args(a):
                     unavailable=a.unavailable, out_of_order=a.out_of_order,
                     slow_accept_ms=a.slow_accept, outage=a.outage, never_answer=a.never_answer)
     try:
+        for text in a.settle_fault:
+            faults.add_settle_fault(text)
         faults.check()
     except ValueError as e:
         raise SystemExit("refund-hostsim: %s" % e) from None

@@ -10,7 +10,7 @@ import hashlib
 import random
 from dataclasses import dataclass, field
 
-from host_tools.hostsim_msg import frame
+from host_tools.hostsim_msg import RID_RE, frame
 
 PROBABILITIES = ("drop_request", "drop_answer", "close_mid_frame", "garbage", "bad_mac",
                  "duplicate_answer")
@@ -33,6 +33,24 @@ class Faults:
     slow_accept_ms: float = 0.0
     outage: list = field(default_factory=list)  # [(start_s, duration_s)]
     never_answer: list = field(default_factory=list)  # rids ignored for ever (a poisoned entry)
+    # settlement (--settle-fault): rids the host "lost" from their batch; invent one
+    # approved refund per batch and currency at its first reconciliation; drop the first
+    # answer of every 0500 and 0320 (the terminal repeats with 0501 / 0321)
+    settle_missing: list = field(default_factory=list)
+    settle_extra: bool = False
+    settle_drop_answer: bool = False
+
+    def add_settle_fault(self, text):
+        """One --settle-fault value: 'missing:RID', 'extra' or 'drop-answer'."""
+        kind, sep, rid = text.partition(":")
+        if kind == "missing" and sep and RID_RE.match(rid):
+            self.settle_missing.append(rid)
+        elif text == "extra":
+            self.settle_extra = True
+        elif text == "drop-answer":
+            self.settle_drop_answer = True
+        else:
+            raise ValueError("--settle-fault %r: missing:RID, extra or drop-answer" % text)
 
     def check(self):
         for name in PROBABILITIES:
@@ -49,6 +67,9 @@ class Faults:
                 raise ValueError("outage %s:%s" % (start, dur))
         if self.latency_ms < 0 or self.jitter_ms < 0 or self.slow_accept_ms < 0 or self.out_of_order < 0:
             raise ValueError("negative latency/jitter/slow-accept/out-of-order")
+        for rid in self.settle_missing:
+            if not isinstance(rid, str) or not RID_RE.match(rid):
+                raise ValueError("settle fault missing:%s: not a rid [A-Z0-9-]{1,32}" % rid)
 
 
 class FaultPlan:
@@ -59,6 +80,7 @@ class FaultPlan:
         self.faults = faults
         self.seed = seed
         self._count = count
+        self._settle_dropped = set()  # (tid, STAN, 0500 | 0320) whose answer was dropped
 
     @staticmethod
     def ident(tid, stan, mti, nth=0):
@@ -96,6 +118,22 @@ class FaultPlan:
                 self._count("declined_fault")
                 return code
         return None
+
+    def settle_lost(self):
+        """The rids --settle-fault missing: takes out of their batch."""
+        return frozenset(self.faults.settle_missing)
+
+    def settle_drop(self, tid, stan, mti):
+        """True (once per request chain: terminal id, STAN, 0500/0501 or 0320/0321) if
+        --settle-fault drop-answer drops this settlement answer."""
+        if not self.faults.settle_drop_answer or mti[:2] not in ("05", "03"):
+            return False
+        k = (tid, stan, mti[:3])
+        if k in self._settle_dropped:
+            return False
+        self._settle_dropped.add(k)
+        self._count("settle_dropped_answers")
+        return True
 
     def delay_ms(self, ident):
         fl = self.faults

@@ -3,8 +3,9 @@ defines them: the MAC, the 2-byte length framing, and the field rules a request 
 
 Each request MTI has a `Rule` in `RULES`: the MTI of its answer, exactly the fields it
 carries, the fields with a fixed value, the keys its field 62 must have and any check of
-its own. A new request type (the settlement's 0500/0501, 0320/0321) is a rule here, its
-fields' formats in `NUMERIC`, and a handler in host_tools/hostsim_service.py.
+its own. A new request type is a rule here, its fields' formats in `NUMERIC`, and a
+handler in host_tools/hostsim_service.py (the settlement's 0500/0501 and 0320/0321 have
+theirs in host_tools/hostsim_settle.py).
 """
 import hashlib
 import hmac
@@ -17,8 +18,12 @@ from iso8583.specs import default_ascii as SPEC
 MAX_FRAME = 4096
 MAC_LEN = 16
 
-NUMERIC = {"3": 6, "4": 12, "7": 10, "11": 6, "12": 6, "13": 4, "49": 3, "70": 3, "90": 42}
+NUMERIC = {"3": 6, "4": 12, "7": 10, "11": 6, "12": 6, "13": 4, "15": 4, "49": 3, "70": 3,
+           "74": 10, "86": 16, "90": 42}
 PRINTABLE = ("41", "42")  # fields of printable ASCII
+ALNUM = {"37": 12, "38": 6}  # an fields: letters, digits, space
+AN_RE = re.compile(r"[A-Za-z0-9 ]*\Z")
+BATCH_RE = re.compile(r"(?!000000)[0-9]{6}\Z")
 RID_RE = re.compile(r"[A-Z0-9-]{1,32}\Z")
 KEY_RE = re.compile(r"[A-Za-z0-9_-]{1,16}\Z")
 HEX16_RE = re.compile(r"[0-9A-F]{16}\Z")
@@ -34,25 +39,38 @@ def _check90(doc):
         raise Invalid("field 90 %r" % f90)
 
 
+def _check_settle3(doc):
+    if doc["3"] not in ("920000", "960000"):
+        raise Invalid("field 3 %r (920000 or 960000)" % doc["3"])
+
+
 @dataclass(frozen=True)
 class Rule:
     answer: str  # MTI of the answer
     fields: frozenset  # exactly these fields (no bitmap), MAC included
     fixed: dict = field(default_factory=dict)  # field -> the only value allowed
-    f62_keys: tuple = ()  # keys field 62 must have (rid is always required)
+    f62_keys: tuple = ()  # keys field 62 must have besides rid
     check: object = None  # check(doc) of its own, raises Invalid
+    rid: bool = True  # field 62 must have a rid (the batch-level 05xx have none)
 
 
 _REQ = frozenset({"3", "4", "7", "11", "12", "13", "41", "42", "49", "62", "64"})
 # 0420/0421 carry field 90, hence a secondary bitmap: their MAC is field 128 (the MAC
 # is always the last field).
 _REV = frozenset({"3", "4", "7", "11", "41", "42", "49", "62", "90", "128"})
+# 0500/0501 carry 74 and 86, hence a secondary bitmap and the MAC in 128
+_RECON = frozenset({"3", "7", "11", "41", "42", "49", "62", "74", "86", "128"})
+_UPLOAD = frozenset({"3", "4", "7", "11", "12", "13", "37", "38", "41", "42", "49", "62", "64"})
 _REFUND = Rule("0210", _REQ, {"3": "200000"}, ("orrn",))
 _REVERSAL = Rule("0430", _REV, {"3": "200000"}, check=_check90)
+_RECONCILE = Rule("0510", _RECON, f62_keys=("batch",), check=_check_settle3, rid=False)
+_BATCH_UPLOAD = Rule("0330", _UPLOAD, {"3": "200000"}, ("orrn", "batch"))
 RULES = {
     "0200": _REFUND, "0201": _REFUND,
     "0420": _REVERSAL, "0421": _REVERSAL,
     "0800": Rule("0810", frozenset({"7", "11", "41", "70", "128"}), {"70": "301"}),
+    "0500": _RECONCILE, "0501": _RECONCILE,
+    "0320": _BATCH_UPLOAD, "0321": _BATCH_UPLOAD,
 }
 REQUESTS = tuple(RULES)
 ANSWER_MTI = {mti: r.answer for mti, r in RULES.items()}
@@ -112,7 +130,9 @@ def _printable(text):
     return all(" " <= c <= "~" for c in text)
 
 
-def parse62(text):
+def parse62(text, rid=True):
+    """Field 62 -> dict; Invalid unless key=value pairs of the spec with a rid (unless
+    rid=False, or one is given anyway), a 12-character orrn and a 6-digit batch."""
     d = {}
     if not text:
         raise Invalid("field 62 empty")
@@ -123,10 +143,12 @@ def parse62(text):
         if not _printable(v):
             raise Invalid("field 62 characters")
         d[k] = v
-    if not RID_RE.match(d.get("rid", "")):
+    if (rid or "rid" in d) and not RID_RE.match(d.get("rid", "")):
         raise Invalid("field 62 rid")
     if "orrn" in d and len(d["orrn"]) != 12:
         raise Invalid("field 62 orrn")
+    if "batch" in d and not BATCH_RE.match(d["batch"]):
+        raise Invalid("field 62 batch %r (000001-999999)" % d["batch"])
     return d
 
 
@@ -146,6 +168,9 @@ def check_request(doc):
     for k in PRINTABLE:
         if k in doc and not _printable(doc[k]):
             raise Invalid("field %s characters" % k)
+    for k, n in ALNUM.items():
+        if k in doc and (len(doc[k]) != n or not AN_RE.match(doc[k])):
+            raise Invalid("field %s not an%d" % (k, n))
     mac = doc.get("64", doc.get("128"))
     if not HEX16_RE.match(mac):
         raise Invalid("MAC field not 16 uppercase hex")
@@ -156,7 +181,7 @@ def check_request(doc):
         rule.check(doc)
     if "62" not in doc:
         return None
-    f62 = parse62(doc["62"])
+    f62 = parse62(doc["62"], rule.rid)
     for k in rule.f62_keys:
         if k not in f62:
             raise Invalid("field 62 without %s" % k)

@@ -102,6 +102,20 @@ class HostSim:
         """(tid, rid) -> hostsim_ledger.Refund: every refund answered with a final code."""
         return self.book.refunds
 
+    @property
+    def settlements(self):
+        """The settlement records (uploads, differences, closed batches) as dicts."""
+        return self.book.settle_lines
+
+    def differences(self, tid=None):
+        """The differences settlement found, per rid ('difference' records)."""
+        return self.book.differences(tid)
+
+    def batch(self, tid, batch, currency="156"):
+        """The host's view of a batch: {rid: amount}, approved and not reversed (rids
+        lost by --settle-fault missing left out, as reconciliation counts them)."""
+        return self.book.batch(tid, batch, currency, self.plan.settle_lost())
+
     def net(self, tid=None):
         """Sum of ledger deltas per rid (approved minus reversed), optionally for one tid."""
         return self.book.net(tid)
@@ -294,6 +308,9 @@ class HostSim:
             return
         answer = self.service.answer(doc, f62)
         log.info("conn %d: %s STAN %s from %s -> %s %s", conn.n, mti, stan, tid, answer["t"], answer["39"])
+        if self.plan.settle_drop(tid, stan, mti):
+            log.info("conn %d: answer to %s STAN %s dropped (settle fault)", conn.n, mti, stan)
+            return
         if self.plan.hits("drop_answer", ident):
             self._count("dropped_answers")
             log.info("conn %d: answer to %s STAN %s dropped (fault)", conn.n, mti, stan)

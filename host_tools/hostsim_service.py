@@ -10,6 +10,7 @@ import logging
 
 from host_tools.hostsim_ledger import Refund, now_utc
 from host_tools.hostsim_msg import RULES
+from host_tools.hostsim_settle import Settle
 
 log = logging.getLogger("hostsim")
 
@@ -26,10 +27,13 @@ class Service:
         self._count = count
         self._elapsed = elapsed
         self._seq = len(ledger.refunds)  # RRNs given so far
+        self.settle = Settle(ledger, plan, count, self.f7, self._new_rrn)
         self.handlers = {
             "0200": self.refund, "0201": self.refund,
             "0420": self.reverse, "0421": self.reverse,
             "0800": self.echo,
+            "0500": self.settle.reconcile, "0501": self.settle.reconcile,
+            "0320": self.settle.upload, "0321": self.settle.upload,
         }
         if set(self.handlers) != set(RULES):
             raise RuntimeError("hostsim: request rules and handlers differ: %s"
@@ -37,6 +41,10 @@ class Service:
 
     def answer(self, doc, f62):
         return self.handlers[doc["t"]](doc, f62)
+
+    def _new_rrn(self):
+        self._seq += 1
+        return "%06d%06d" % (self.seed % 1000000, self._seq % 1000000)
 
     @staticmethod
     def f7():
@@ -82,12 +90,13 @@ class Service:
             rc = self.plan.decline(tid, rid) or rc
         if rc in ("91", "96"):
             return self._answer0210(doc, rid, rc)
-        self._seq += 1
-        rrn = "%06d%06d" % (self.seed % 1000000, self._seq % 1000000)
+        rrn = self._new_rrn()
         auth = ""
         if rc == "00":
             auth = "%06d" % int(self.plan.roll("auth", "%s|%s" % (tid, rid)) * 1e6)
-        rec = Refund(tid, rid, doc["4"], doc["49"], orrn, doc["11"], rc, rrn, auth)
+        # filed under the batch of its first 0200 (repeats keep it, whatever they carry)
+        rec = Refund(tid, rid, doc["4"], doc["49"], orrn, doc["11"], rc, rrn, auth,
+                     batch=f62.get("batch", ""))
         self.ledger.add(rec)
         if rc == "00":
             self._count("approved")

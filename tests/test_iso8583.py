@@ -29,7 +29,7 @@ KEY = bytes.fromhex("000102030405060708090A0B0C0D0E0F101112131415161718191A1B1C1
 # One MicroPython program serves every test: it reads JSON jobs, one per line.
 MP_SERVER = r"""
 import json, binascii, asyncio
-from refund import iso8583, mac
+from refund import iso8583, mac, hostmsg
 
 def H(b):
     return binascii.hexlify(b).decode()
@@ -89,17 +89,17 @@ def job(j):
             return err(e)
     if op == "validate":
         try:
-            return {"ok": iso8583.validate(j["msg"])}
+            return {"ok": hostmsg.validate(j["msg"])}
         except iso8583.DecodeError as e:
             return err(e)
     if op == "parse62":
         try:
-            return {"ok": iso8583.parse62(j["s"])}
+            return {"ok": hostmsg.parse62(j["s"], j.get("rid", True))}
         except iso8583.DecodeError as e:
             return err(e)
     if op == "build62":
         try:
-            return {"ok": iso8583.build62(j["d"])}
+            return {"ok": hostmsg.build62(j["d"], j.get("rid", True))}
         except ValueError as e:
             return {"valueerror": str(e)}
     if op == "frame_len":
@@ -199,7 +199,8 @@ def py_decode(raw):
 
 # ---- message generators (hypothesis strategies and a seeded random twin for the fuzz) ----
 
-NUMERIC = {"3": 6, "4": 12, "7": 10, "11": 6, "12": 6, "13": 4, "49": 3, "70": 3, "90": 42}
+NUMERIC = {"3": 6, "4": 12, "7": 10, "11": 6, "12": 6, "13": 4, "15": 4, "49": 3, "70": 3, "74": 10,
+           "86": 16, "90": 42}
 AN = {"37": 12, "38": 6, "39": 2}
 ANS = {"41": 8, "42": 15}
 # bytes on the wire of each field at its longest (62: LLLVAR, 3 + 999; 64/128: 16 hex)
@@ -219,7 +220,15 @@ MTI_FIELDS = {  # required, optional (answers may omit what the terminal does no
     "0430": ("11 39 41 62 64", "3 4 7 42 49"),
     "0800": ("7 11 41 70 128", ""),
     "0810": ("11 39 41 128", "7 70"),
+    "0500": ("3 7 11 41 42 49 62 74 86 128", ""),
+    "0501": ("3 7 11 41 42 49 62 74 86 128", ""),
+    "0510": ("11 39 41 49 62 74 86 128", "3 7 42"),  # 15 with 39 = 00
+    "0320": ("3 4 7 11 12 13 37 38 41 42 49 62 64", ""),
+    "0321": ("3 4 7 11 12 13 37 38 41 42 49 62 64", ""),
+    "0330": ("11 39 41 62 64", "3 4 7 42 49"),
 }
+SETTLE = ("0500", "0501", "0510")
+UPLOAD = ("0320", "0321", "0330")
 
 
 def text(alphabet, n, m=None):
@@ -227,10 +236,20 @@ def text(alphabet, n, m=None):
 
 
 @st.composite
-def field62(draw, orrn):
-    d = {"rid": draw(text(RID_CHARS, 1, 32))}
-    if orrn or draw(st.booleans()):
+def field62(draw, mti):
+    """(field 62 text, the dict hostmsg.validate returns) for a message of mti."""
+    d = {}
+    if mti not in SETTLE:
+        d["rid"] = draw(text(RID_CHARS, 1, 32))
+    if mti in ("0200", "0201", "0320", "0321") or (mti not in SETTLE and draw(st.booleans())):
         d["orrn"] = draw(text(VALUE_CHARS, 12))
+    if mti in SETTLE or mti in ("0320", "0321") or draw(st.booleans()):
+        d["batch"] = "%06d" % draw(st.integers(1, 999999))
+    if mti == "0510" and draw(st.booleans()):
+        d["extra"] = ",".join(draw(st.lists(text(RID_CHARS, 1, 32), min_size=1, max_size=5)))
+        d["extra_n"] = str(draw(st.integers(5, 99)))
+    if mti == "0330":
+        d["host"] = draw(st.sampled_from(["ok", "missing", "amount:0", "amount:123456"]))
     if draw(st.booleans()):
         d["op"] = draw(text(VALUE_CHARS, 0, 20))
     parts = ["%s=%s" % kv for kv in d.items()]
@@ -246,22 +265,29 @@ def messages(draw):
     if mti == "0210":
         if draw(st.booleans()):
             fields |= {"37", "38"}
+    if mti == "0510" and draw(st.booleans()):
+        fields.add("15")
     msg = {"t": mti}
     f62 = None
     for f in sorted(fields, key=int):
         if f == "3":
-            v = "200000"
+            v = draw(st.sampled_from(["920000", "960000"])) if mti in SETTLE else "200000"
         elif f == "70":
             v = "301"
         elif f == "90":
             v = "0200" + draw(text(string.digits, 16)) + "0" * 22
         elif f == "39":
-            v = "00" if {"37", "38"} <= fields else draw(st.sampled_from(["05", "13", "25", "91", "94", "96", "12"]))
+            if mti == "0510":
+                v = "00" if "15" in fields else draw(st.sampled_from(["95", "91", "96", "05"]))
+            elif mti == "0330":
+                v = draw(st.sampled_from(["00", "91", "05"]))
+            else:
+                v = "00" if {"37", "38"} <= fields else draw(st.sampled_from(["05", "13", "25", "91", "94", "96", "12"]))
         elif f == "62":
-            v, f62 = draw(field62(mti in ("0200", "0201")))
+            v, f62 = draw(field62(mti))
         elif f in NUMERIC:
             v = draw(text(string.digits, NUMERIC[f]))
-            if f in ("4", "11") and draw(st.integers(0, 3)) == 0:
+            if f in ("4", "11", "74", "86") and draw(st.integers(0, 3)) == 0:
                 v = int(v)  # the firmware encoder zero-pads ints
         elif f in AN:
             v = draw(text(AN_CHARS, AN[f]))
@@ -417,7 +443,19 @@ def test_field62_helpers(mp, tmp_path):
              ({"rid": "A", "op": "x" * 1000}, None)]
     jobs = ([{"op": "parse62", "s": s} for s in parse_ok + parse_bad]
             + [{"op": "build62", "d": d} for d, _ in build])
+    # batch-level field 62 (05xx): no rid needed, a batch must be 6 digits 000001-999999
+    batch_cases = [("parse62", "batch=000001", {"batch": "000001"}), ("parse62", "batch=000001;diff=2", {"batch": "000001", "diff": "2"}),
+                   ("parse62", "batch=000000", None), ("parse62", "batch=1", None), ("parse62", "rid=x;batch=000001", None),
+                   ("build62", {"batch": "000002", "extra": "A,B"}, "batch=000002;extra=A,B"),
+                   ("build62", {"batch": "00002"}, None), ("build62", {}, None)]
+    jobs += [{"op": op, ("s" if op == "parse62" else "d"): v, "rid": False} for op, v, _ in batch_cases]
+    jobs += [{"op": "parse62", "s": "rid=A;batch=999999"}, {"op": "parse62", "s": "rid=A;batch=99999a"}]
     out = mp_jobs(mp, tmp_path, jobs)
+    tail = out[len(out) - len(batch_cases) - 2:]
+    out = out[:len(out) - len(batch_cases) - 2]
+    for (op, v, want), o in zip(batch_cases, tail):
+        assert o.get("ok") == want, (op, v, o)
+    assert tail[-2] == {"ok": {"rid": "A", "batch": "999999"}} and tail[-1] == {"err": "f62", "f": 62}
     for s, o in zip(parse_ok, out):
         assert o["ok"] == dict(kv.split("=", 1) for kv in s.split(";")), s
     for s, o in zip(parse_bad, out[len(parse_ok):]):
@@ -435,6 +473,13 @@ def test_validate_per_mti_rules(mp, tmp_path):
     rev = dict({k: v for k, v in req.items() if k not in ("12", "13", "64")}, t="0420",
                **{"62": "rid=R-1", "90": "0200000001" + "1105120000" + "0" * 22, "128": "0" * 16})
     drop = lambda m, *ks: {k: v for k, v in m.items() if k not in ks}  # noqa: E731
+    rec = {"t": "0500", "3": "920000", "7": "1105120000", "11": "000009", "41": "TERM0001",
+           "42": "MERCHANT0000001", "49": "156", "62": "batch=000001", "74": "0" * 9 + "2",
+           "86": "0" * 12 + "2500", "128": "0" * 16}
+    r510 = drop(rec, "7", "42") | {"t": "0510", "15": "1105", "39": "00"}
+    upl = req | {"t": "0320", "37": "000000000001", "38": "123456",
+                 "62": "rid=R-1;orrn=S00000000001;batch=000001"}
+    a330 = {"t": "0330", "11": "000001", "39": "00", "41": "TERM0001", "62": "rid=R-1;host=ok", "64": "0" * 16}
     cases = [
         (ans, None), (drop(ans, "37", "38") | {"39": "05"}, None), (ans | {"39": "05"}, None),
         (drop(ans, "38"), ("missing", 38)), (drop(ans, "37"), ("missing", 37)),
@@ -448,6 +493,18 @@ def test_validate_per_mti_rules(mp, tmp_path):
         ({"t": "0800", "7": "1105120000", "11": "000001", "41": "T", "70": "302", "128": "0" * 16}, ("value", 70)),
         ({"t": "0810", "11": "000001", "39": "00", "41": "T", "128": "0" * 16}, None),
         ({"t": "0100"}, ("mti", 0)),
+        # settlement: 05xx carry a batch and no rid, field 3 920000/960000, MAC in 128
+        (rec, None), (rec | {"t": "0501", "3": "960000"}, None), (rec | {"3": "200000"}, ("value", 3)),
+        (rec | {"62": "batch=000001;rid=R-1"}, None), (rec | {"62": "diff=1"}, ("f62", 62)),
+        (rec | {"62": "batch=000000"}, ("f62", 62)), (rec | {"62": "batch=12345"}, ("f62", 62)),
+        (drop(rec, "74"), ("missing", 74)), (rec | {"4": "0" * 12}, ("unexpected", 4)),
+        (drop(rec, "128") | {"64": "0" * 16}, ("missing", 128)),
+        (r510, None), (drop(r510, "15"), ("missing", 15)), (drop(r510, "15") | {"39": "95"}, None),
+        (r510 | {"3": "123456"}, ("value", 3)), (r510 | {"12": "120000"}, ("unexpected", 12)),
+        (upl, None), (upl | {"t": "0321"}, None), (upl | {"62": "rid=R-1;orrn=S00000000001"}, ("f62", 62)),
+        (upl | {"62": "rid=R-1;batch=000001"}, ("f62", 62)), (drop(upl, "38"), ("missing", 38)),
+        (a330, None), (a330 | {"62": "batch=000001;host=ok"}, ("f62", 62)),
+        (a330 | {"37": "X" * 12}, ("unexpected", 37)),
     ]
     out = mp_jobs(mp, tmp_path, [{"op": "validate", "msg": m} for m, _ in cases])
     for (m, want), o in zip(cases, out):

@@ -5,7 +5,7 @@
 # it hands valid, MAC-verified answers to the waiting request (sender.py decides).
 import asyncio
 from micropython import const
-from refund import iso8583
+from refund import hostmsg, iso8583
 from refund import mac as _mac
 
 _IPPROTO_TCP = const(6)  # same numbers on Linux and lwIP (ESP32, RP2040 W)
@@ -158,7 +158,7 @@ class Link:
                      level="WARN")
             return
         try:
-            iso8583.validate(msg)
+            hostmsg.validate(msg)
         except iso8583.DecodeError as e:
             self.stats["bad_msg"] += 1
             self.log("host", "dropped %s: %s field %d" % (msg.get("t"), e.reason, e.field), level="WARN")

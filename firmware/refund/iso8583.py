@@ -21,7 +21,9 @@
 #   frame     frame length 0 or above 4096 (frame_len / read_frame)
 #   long      a frame longer than any message of the spec (read_frame_into skips it:
 #             the stream stays in step, the connection need not be reset)
-# validate() adds: missing, unexpected, value, f62. encode() raises ValueError.
+# hostmsg.validate() adds: missing, unexpected, value, f62. encode() raises ValueError.
+# Field 62 and what each MTI must carry are in refund/hostmsg.py; the settlement
+# messages (0500/0510, 0320/0330) are built and checked in refund/settlemsg.py.
 from array import array
 from micropython import const
 
@@ -34,7 +36,8 @@ _ANS = const(3)  # printable ASCII
 _HEX = const(4)  # uppercase hex (MAC)
 _LLLVAR = const(8)  # flag added to the kind
 
-MTIS = ("0200", "0201", "0210", "0420", "0421", "0430", "0800", "0810")
+MTIS = ("0200", "0201", "0210", "0420", "0421", "0430", "0800", "0810",
+        "0500", "0501", "0510", "0320", "0321", "0330")
 
 # field number -> kind (0 = not used by the spec), and fixed length / LLLVAR maximum;
 # 16-bit lengths and a dict of the used fields' keys: ~1 KB less than lists of 129
@@ -42,9 +45,9 @@ _KIND = bytearray(129)
 _LEN = array("H", bytes(258))
 _KEYS = {}  # field number -> its dict key, made once
 for _f, _k, _l in ((3, _N, 6), (4, _N, 12), (7, _N, 10), (11, _N, 6), (12, _N, 6),
-                   (13, _N, 4), (37, _AN, 12), (38, _AN, 6), (39, _AN, 2), (41, _ANS, 8),
+                   (13, _N, 4), (15, _N, 4), (37, _AN, 12), (38, _AN, 6), (39, _AN, 2), (41, _ANS, 8),
                    (42, _ANS, 15), (49, _N, 3), (62, _ANS | _LLLVAR, 999), (64, _HEX, 16),
-                   (70, _N, 3), (90, _N, 42), (128, _HEX, 16)):
+                   (70, _N, 3), (74, _N, 10), (86, _N, 16), (90, _N, 42), (128, _HEX, 16)):
     _KIND[_f] = _k
     _LEN[_f] = _l
     _KEYS[_f] = str(_f)
@@ -222,9 +225,9 @@ def encode_into(buf, msg, off=0, mac=False):
         if msg[k] is not None:
             bm[(f - 1) >> 3] |= 0x80 >> ((f - 1) & 7)
     if mac:
-        f = 128 if int(mac_field(msg)) == 128 else 64
-        if msg.get(_KEYS[f]) is not None:
+        if msg.get("64") is not None or msg.get("128") is not None:
             raise ValueError("MAC field given")
+        f = 128 if int(mac_field(msg)) == 128 else 64
         bm[(f - 1) >> 3] |= 0x80 >> ((f - 1) & 7)
     second = False
     for i in range(8, 16):
@@ -348,151 +351,3 @@ async def read_frame_into(reader, buf):
         await _fill(reader, mv[0:k])
         n -= k
     raise DecodeError("long")
-
-
-# ---- field 62: key=value;key=value ----
-
-def valid_rid(s):
-    """True for a refund id of the spec: [A-Z0-9-]{1,32}."""
-    if not isinstance(s, str):
-        return False
-    b = s.encode()
-    if not 1 <= len(b) <= 32:
-        return False
-    for c in b:
-        if not (0x41 <= c <= 0x5A or 0x30 <= c <= 0x39 or c == 0x2D):
-            return False
-    return True
-
-
-def _valid_key(k):
-    b = k.encode()
-    if not 1 <= len(b) <= 16:
-        return False
-    for c in b:
-        if not (0x61 <= c <= 0x7A or 0x41 <= c <= 0x5A or 0x30 <= c <= 0x39 or c == 0x5F or c == 0x2D):
-            return False
-    return True
-
-
-def _valid_value(v):
-    for c in v.encode():
-        if c == 0x3B or c == 0x3D or c < 0x20 or c > 0x7E:
-            return False
-    return True
-
-
-def _check62(d):
-    if not valid_rid(d.get("rid")):
-        return False
-    o = d.get("orrn")
-    if o is not None and len(o) != 12:
-        return False
-    return True
-
-
-def parse62(s):
-    """'rid=R-1;orrn=123456789012' -> dict; DecodeError('f62') unless every part is
-    key=value with a valid key, no ';'/'=' in values, no duplicate keys, a valid rid
-    and, if present, a 12-character orrn."""
-    d = {}
-    if not s:
-        raise DecodeError("f62", 62)
-    for part in s.split(";"):
-        i = part.find("=")
-        if i <= 0:
-            raise DecodeError("f62", 62)
-        k = part[:i]
-        v = part[i + 1:]
-        if not _valid_key(k) or not _valid_value(v) or k in d:
-            raise DecodeError("f62", 62)
-        d[k] = v
-    if not _check62(d):
-        raise DecodeError("f62", 62)
-    return d
-
-
-def build62(d):
-    """dict -> 'rid=..;orrn=..;k=v' (rid, orrn first, then keys sorted); ValueError
-    on anything parse62 would reject or a result above 999 characters."""
-    for k in d:
-        v = d[k]
-        if not isinstance(k, str) or not isinstance(v, str) or not _valid_key(k) or not _valid_value(v):
-            raise ValueError("f62 key/value")
-    if not _check62(d):
-        raise ValueError("f62 rid/orrn")
-    keys = sorted(k for k in d if k != "rid" and k != "orrn")
-    parts = ["rid=" + d["rid"]]
-    if "orrn" in d:
-        parts.append("orrn=" + d["orrn"])
-    for k in keys:
-        parts.append(k + "=" + d[k])
-    s = ";".join(parts)
-    if len(s) > 999:
-        raise ValueError("f62 too long")
-    return s
-
-
-# ---- per-MTI message rules (docs/host-link.md, Messages and Fields) ----
-
-_F_REQ = (3, 4, 7, 11, 12, 13, 41, 42, 49, 62, 64)
-# 0420/0421 carry field 90, so a secondary bitmap, so their MAC is field 128 (the MAC
-# is always the last field; the spec's field table lists 128 for 08xx only).
-_F_REV = (3, 4, 7, 11, 41, 42, 49, 62, 90, 128)
-# MTI -> (required, optional). Requests are held to the whole table of the spec;
-# answers need what the terminal decides on (Terminal duties) and may carry the rest.
-_FIELDS = {
-    "0200": (_F_REQ, ()), "0201": (_F_REQ, ()),
-    "0210": ((4, 11, 39, 41, 49, 62, 64), (3, 7, 12, 13, 37, 38, 42)),
-    "0420": (_F_REV, ()), "0421": (_F_REV, ()),
-    "0430": ((11, 39, 41, 62, 64), (3, 4, 7, 42, 49)),
-    "0800": ((7, 11, 41, 70, 128), ()),
-    "0810": ((11, 39, 41, 128), (7, 70)),
-}
-
-
-def validate(msg):
-    """Check a decoded message against the spec's field table for its MTI. Requests
-    (0200/0201/0420/0421/0800) must carry exactly the fields listed; answers must carry
-    what the terminal checks (0210: 4, 11, 39, 41, 49, 62, 64, plus 37 and 38 when 39 is
-    '00'; 0430: 11, 39, 41, 62, 64; 0810: 11, 39, 41, 128) and may carry the other
-    fields the spec lists for them, nothing else. Field 3 = 200000, 70 = 301,
-    90 = 0200+STAN+field 7+22 zeros, 62 parses with a rid (and an orrn in 0200/0201).
-    Returns the parsed field 62 dict (None for 08xx).
-    Raises DecodeError('mti' | 'missing' | 'unexpected' | 'value' | 'f62', field)."""
-    mti = msg.get("t")
-    rule = _FIELDS.get(mti)
-    if rule is None:
-        raise DecodeError("mti")
-    need, may = rule
-    for f in need:
-        if str(f) not in msg:
-            raise DecodeError("missing", f)
-    approved = mti == "0210" and msg.get("39") == "00"
-    for k in msg:
-        if k == "t" or k == "p" or k == "1":
-            continue
-        try:
-            f = int(k)
-        except ValueError:
-            raise DecodeError("unexpected")
-        if f not in need and f not in may:
-            raise DecodeError("unexpected", f)
-    if approved:
-        for f in (37, 38):
-            if str(f) not in msg:
-                raise DecodeError("missing", f)
-    if "3" in msg and msg["3"] != "200000":
-        raise DecodeError("value", 3)
-    if "70" in msg and msg["70"] != "301":
-        raise DecodeError("value", 70)
-    if "90" in msg:
-        v = msg["90"]
-        if v[0:4] != "0200" or v[20:] != "0" * 22:
-            raise DecodeError("value", 90)
-    if "62" not in msg:
-        return None
-    d = parse62(msg["62"])
-    if (mti == "0200" or mti == "0201") and "orrn" not in d:
-        raise DecodeError("f62", 62)
-    return d

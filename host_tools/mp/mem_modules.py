@@ -10,7 +10,7 @@ import asyncio  # noqa: F401  (frozen into the interpreter; its objects are on t
 gc.collect()
 prev = gc.mem_alloc()
 out = {"asyncio": prev - base}
-for m in ("log", "record", "index", "outbox", "iso8583", "mac", "hostlink", "sender", "config",
+for m in ("log", "record", "index", "outbox", "iso8583", "hostmsg", "mac", "hostlink", "sender", "config",
           "staff", "ecr", "recent", "intake", "escpos", "gbk", "receipt", "printer", "app"):
     __import__("refund." + m)
     gc.collect()

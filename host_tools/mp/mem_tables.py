@@ -7,7 +7,7 @@ import json
 gc.collect()
 base = gc.mem_alloc()
 import asyncio  # noqa: F401
-for m in ("config", "staff", "record", "index", "outbox", "sched", "iso8583", "mac", "hostlink",
+for m in ("config", "staff", "record", "index", "outbox", "sched", "iso8583", "hostmsg", "mac", "hostlink",
           "sender", "recent", "ecr", "intake", "gbk", "gb18030_tab", "escpos", "receipt",
           "printer", "evlog", "evread", "conout", "log", "svcframe", "service", "console", "app"):
     __import__("refund." + m)
