@@ -71,7 +71,8 @@ class DecodeError(ValueError):
         self.field = field
 
 
-def _hexval(c):
+def hexval(c):
+    """Value of an uppercase hex digit byte, or -1."""
     if 0x30 <= c <= 0x39:
         return c - 0x30
     if 0x41 <= c <= 0x46:
@@ -98,7 +99,7 @@ def _class_ok(kind, data, start, end):
                 return False
     else:
         for i in range(start, end):
-            if _hexval(data[i]) < 0:
+            if hexval(data[i]) < 0:
                 return False
     return True
 
@@ -109,8 +110,8 @@ _REASON = {_N: "digits", _AN: "chars", _ANS: "chars", _HEX: "hex"}
 def _bitmap(data, pos, dst):
     # 16 uppercase hex characters at data[pos:] -> 8 bytes at _BM[dst:]
     for i in range(8):
-        hi = _hexval(data[pos + 2 * i])
-        lo = _hexval(data[pos + 2 * i + 1])
+        hi = hexval(data[pos + 2 * i])
+        lo = hexval(data[pos + 2 * i + 1])
         if hi < 0 or lo < 0:
             raise DecodeError("bitmap")
         _BM[dst + i] = (hi << 4) | lo

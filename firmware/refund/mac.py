@@ -108,14 +108,6 @@ def signed_frame(key, msg):
     return bytes(memoryview(buf)[0:end])
 
 
-def _hexval(c):
-    if 0x30 <= c <= 0x39:
-        return c - 0x30
-    if 0x41 <= c <= 0x46:
-        return c - 0x37
-    return -1
-
-
 def verify(key, data, msg=None):
     """True if data (one encoded message, no length prefix) carries a valid MAC in
     the right place: field 128 when the message has a secondary bitmap, else field
@@ -136,18 +128,18 @@ def verify(key, data, msg=None):
         elif "64" not in msg:
             return False
     else:
-        first = _hexval(data[4])
+        first = iso8583.hexval(data[4])
         if first < 0:
             return False
         if first & 8:  # secondary bitmap: bit 128 = lowest bit of its last hex digit
             if n < 36 + _MACLEN:
                 return False
-            last = _hexval(data[35])
-            b64 = _hexval(data[19])
+            last = iso8583.hexval(data[35])
+            b64 = iso8583.hexval(data[19])
             if last < 0 or not last & 1 or b64 < 0 or b64 & 1:
                 return False
         else:
-            last = _hexval(data[19])
+            last = iso8583.hexval(data[19])
             if last < 0 or not last & 1:
                 return False
     mv = memoryview(data)
