@@ -205,6 +205,21 @@ def test_resend_gets_the_same_rid_never_a_second_refund(tmp_path):
     assert reps3[1]["total"] == "1"
 
 
+def test_heap_running_out_is_a_memory_refusal_and_the_resend_finds_the_refund(tmp_path):
+    # Out of heap before the durable write: refused `memory`, nothing queued, and the
+    # resend is handled afresh (a refusal is cached; this one must not be). After it:
+    # the refund is on flash, so the resend gets it, never a second refund.
+    reps, stats, out = term(tmp_path, [{"_heap_out": "before"}, refund(21), refund(21),
+                                       {"_heap_out": "after"}, refund(22, amount=1300, orrn="ABC000000022"),
+                                       refund(22, amount=1300, orrn="ABC000000022"),
+                                       {"cmd": "LIST", "seq": 23}])
+    assert codes(reps) == ["memory", "queued", "memory", "queued", None], reps
+    assert "send it again" in reps[0]["text"] and "send it again" in reps[2]["text"]
+    assert reps[3]["resend"] == "1" and reps[3]["rid"] != reps[1]["rid"]
+    assert reps[4]["total"] == "2"
+    assert "MemoryError" in out  # logged as an error, with its cause
+
+
 def test_test_credentials_refused_on_a_board_that_is_not_a_bench(tmp_path):
     cfg = write_cfg(tmp_path, bench=False)
     reps, _, out = term(tmp_path, [refund(1), refund(2, 250000, **SUP), {"cmd": "LIST", "seq": 3}], cfg=cfg)

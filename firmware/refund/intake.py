@@ -109,6 +109,13 @@ class Intake:
         ECR seq), confirmed on flash: full entry dicts, oldest first."""
         since = self.now() - self.window
         rc = self.recent
+        # A refund accepted on flash whose intake did not finish (the heap ran out after
+        # the durable write) is not in the RAM list yet: add the newest live entries it
+        # has not seen, or its ECR resend would become a second refund.
+        for s in self.ob.seqs(None, rc.top):
+            e = self.ob.get(self.ob.rid(s))
+            if e is not None:
+                rc.add(e["created"], e["amount"], e["orrn"], s)
         rc.prune(since)
         seqs = rc.find(amount, orrn)
         if not seqs and rc.cut >= since:
@@ -183,6 +190,11 @@ class Intake:
             else:
                 rep = _refuse("unknown_command", "unknown command (REFUND, QUERY, CANCEL, "
                               "LIST, STATUS, REPRINT, REPORT)")
+        except MemoryError as e:
+            # Not cached: the ECR's resend of this seq is handled afresh (and finds the
+            # refund if it was accepted before the heap ran out).
+            self.log("intake", "seq %s %s failed: %r" % (seq, cmd, e), level="ERROR")
+            rep = _refuse("memory", "terminal memory low: request not processed, send it again")
         except Exception as e:
             self.log("intake", "seq %s %s failed: %r" % (seq, cmd, e), level="ERROR")
             rep = _refuse("internal", "terminal error: request not processed")

@@ -38,6 +38,7 @@ class Recent:
         self.cut = 0  # newest `created` dropped for room while still in the window
         self.t0 = -1  # UTC s, set by the first add
         self.s0 = 0
+        self.top = 0  # highest entry number ever added (kept or not)
         self.mins = zeros("H", cap)
         self.key = zeros("H", cap)
         self.dseq = zeros("H", cap)
@@ -93,6 +94,8 @@ class Recent:
     def add(self, created, amount, orrn, seq):
         """Insert in entry-number order (= intake order); a number already there is
         kept as it is (recovery may meet one refund in several places)."""
+        if seq > self.top:
+            self.top = seq
         m = self._minutes(created)
         d = self._offset(seq, created)
         if d < 0:

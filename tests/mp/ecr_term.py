@@ -4,7 +4,8 @@
 #    "batch": [request dict | {"_advance": s} | {"_raw": HEX} | {"_cancel_all": 1}, ...]}
 #      every request is framed, parsed by ecr.Parser and answered by ecr.answer;
 #      prints "REPLY <json>" per step (null when dropped), then "STATS <json>"
-#      "_approve"/"_complete": seq -> approved / printed; "_compact": outbox compaction
+#      "_approve"/"_complete": seq -> approved / printed; "_compact": outbox compaction;
+#      "_heap_out": "before"|"after": the next Outbox.accept raises MemoryError (after its write)
 #   or {"serve": PORT, "die_after": N}: TCP server, one ecr.serve per connection;
 #      prints "LISTENING"; "die_after": power cut (SIGKILL) right after the N-th refund
 #      is durably queued, before its reply is written.
@@ -71,6 +72,17 @@ async def batch(steps):
             continue
         if "_compact" in st:
             ob.compact()
+            continue
+        if "_heap_out" in st:  # the next accept runs out of heap "before" / "after" its write
+            real = ob.accept
+
+            def once(*a, _when=st["_heap_out"], **k):
+                ob.accept = real
+                if _when == "after":
+                    real(*a, **k)
+                raise MemoryError("memory allocation failed, allocating 64 bytes")
+
+            ob.accept = once
             continue
         raw = bytes.fromhex(st["_raw"]) if "_raw" in st else ecr.frame(ecr.encode(st))
         out = []
