@@ -321,7 +321,7 @@ def test_every_character_of_a_firmware_receipt_is_in_the_bitmap_font(mp, tmp_pat
     for i, (fn, args, kw) in enumerate((
             ("refund", (REFUND, CFG), {"reprint": True}),
             ("decline", (dict(r, state="declined", code="51"), CFG), {}),
-            ("pending", (dict(r, state="sent"), CFG), {}),
+            ("pending_notice", (dict(r, state="sent"), CFG), {}),
             ("queue_report", ([dict(REFUND, amount=500, currency=840)], CFG, TS), {}))):
         data, unknown, _ = compose(mp, fn, *args, **kw)
         assert unknown == 0, fn

@@ -158,7 +158,7 @@ def mask_pan(pan):
     return p[:6] + "*" * (len(p) - 10) + p[-4:]
 
 
-def _field(r, key):
+def field(r, key):
     v = r.get(key)
     if v is None or v == "":
         return "-"
@@ -169,7 +169,7 @@ def _stan(r):
     v = r.get("stan")
     if isinstance(v, int):
         return _digits(v, 6)
-    return _field(r, "stan")
+    return field(r, "stan")
 
 
 def wrap(text, width):
@@ -225,7 +225,7 @@ def kv(label, value, cols):
     return out
 
 
-# ---- byte helpers ---------------------------------------------------------------
+# ---- byte helpers (also used by refund.settleslip) ----------------------------
 def _lines(lines):
     b = bytearray()
     for s in lines:
@@ -234,26 +234,26 @@ def _lines(lines):
     return bytes(b)
 
 
-def _styled(text, cols, w=1, h=1, strong=False, where=P.ALIGN_CENTER):
+def styled(text, cols, w=1, h=1, strong=False, where=P.ALIGN_CENTER):
     b = P.align(where) + P.size(w, h) + P.bold(strong)
     b += _lines(wrap(text, cols // w))
     return b + P.size(1, 1) + P.bold(False) + P.align(P.ALIGN_LEFT)
 
 
-def _rule(cols, ch="-"):
+def rule(cols, ch="-"):
     return _lines((ch * cols,))
 
 
-def _kv(label, value, cols):
+def kv_bytes(label, value, cols):
     return _lines(kv(label, value, cols))
 
 
-def _tail():
+def tail():
     return P.feed(_TAIL_FEED) + P.CUT
 
 
-def _head(cfg, cols):
-    return P.START + _styled(cfg.get("merchant_name") or "-", cols, 2, 2, True)
+def head(cfg, cols):
+    return P.START + styled(cfg.get("merchant_name") or "-", cols, 2, 2, True)
 
 
 # ---- refund receipt -------------------------------------------------------------
@@ -272,39 +272,39 @@ def refund(r, cfg, reprint=False):
 
 def _refund_copy(r, cfg, copy, amount, reprint):
     cols = columns(cfg)
-    yield _head(cfg, cols)
+    yield head(cfg, cols)
     if reprint:
-        yield _styled(_REPRINT, cols, 2, 2, True)
-    yield _styled(copy, cols)
-    yield _styled(_REFUND, cols, 1, 2, True)
-    yield _rule(cols)
-    yield _kv("商户编号 MERCHANT NO.", _field(cfg, "merchant_id"), cols)
-    yield _kv("终端编号 TERMINAL NO.", _field(cfg, "terminal_id"), cols)
-    yield _kv("操作员 OPERATOR", _field(r, "operator"), cols)
+        yield styled(_REPRINT, cols, 2, 2, True)
+    yield styled(copy, cols)
+    yield styled(_REFUND, cols, 1, 2, True)
+    yield rule(cols)
+    yield kv_bytes("商户编号 MERCHANT NO.", field(cfg, "merchant_id"), cols)
+    yield kv_bytes("终端编号 TERMINAL NO.", field(cfg, "terminal_id"), cols)
+    yield kv_bytes("操作员 OPERATOR", field(r, "operator"), cols)
     if r.get("pan"):
-        yield _kv("卡号 CARD NO.", mask_pan(r["pan"]), cols)
-    yield _kv("交易类型 TYPE", _REFUND, cols)
-    yield _kv("日期时间 DATE/TIME", datetime(r.get("ts", 0), cfg), cols)
-    yield _kv("凭证号 STAN", _stan(r), cols)
-    yield _kv("授权码 AUTH CODE", _field(r, "auth"), cols)
-    yield _kv("原参考号 ORIG RRN", _field(r, "orrn"), cols)
-    yield _kv("参考号 RRN", _field(r, "rrn"), cols)
-    yield _kv("退款编号 RID", _field(r, "rid"), cols)
-    yield _rule(cols)
+        yield kv_bytes("卡号 CARD NO.", mask_pan(r["pan"]), cols)
+    yield kv_bytes("交易类型 TYPE", _REFUND, cols)
+    yield kv_bytes("日期时间 DATE/TIME", datetime(r.get("ts", 0), cfg), cols)
+    yield kv_bytes("凭证号 STAN", _stan(r), cols)
+    yield kv_bytes("授权码 AUTH CODE", field(r, "auth"), cols)
+    yield kv_bytes("原参考号 ORIG RRN", field(r, "orrn"), cols)
+    yield kv_bytes("参考号 RRN", field(r, "rrn"), cols)
+    yield kv_bytes("退款编号 RID", field(r, "rid"), cols)
+    yield rule(cols)
     yield _lines(("金额 AMOUNT",))
-    yield _styled(amount, cols, 1, 2, True, P.ALIGN_RIGHT)
-    yield _rule(cols)
-    yield _styled(_APPROVED, cols, 1, 1, True)
+    yield styled(amount, cols, 1, 2, True, P.ALIGN_RIGHT)
+    yield rule(cols)
+    yield styled(_APPROVED, cols, 1, 1, True)
     yield P.align(P.ALIGN_CENTER) + P.qr(qr_payload(r), _QR_MODULE_80 if cols == _COLS_80 else _QR_MODULE_58) + P.LF + P.align(P.ALIGN_LEFT)
     if copy.startswith(_COPIES[0][0]):
         yield _lines(("持卡人签名 CARDHOLDER SIGNATURE", "", "_" * cols))
     if reprint:
-        yield _styled(_REPRINT, cols, 1, 1, True)
-    yield _tail()
+        yield styled(_REPRINT, cols, 1, 1, True)
+    yield tail()
 
 
 def qr_payload(r):
-    return "rid=%s;rrn=%s" % (_field(r, "rid"), _field(r, "rrn"))
+    return "rid=%s;rrn=%s" % (field(r, "rid"), field(r, "rrn"))
 
 
 # ---- decline slip, pending notice ----------------------------------------------
@@ -313,27 +313,27 @@ def decline(r, cfg):
     if r.get("state") in ("approved", "printed"):
         raise ValueError("refund %s is approved: no decline slip" % r.get("rid"))
     cols = columns(cfg)
-    code = _field(r, "code")
+    code = field(r, "code")
     cn, en = DECLINE_CODES.get(code, _UNKNOWN_CODE)
-    yield _head(cfg, cols)
-    yield _styled(_DECLINED, cols, 1, 2, True)
-    yield _rule(cols)
-    yield _kv("商户编号 MERCHANT NO.", _field(cfg, "merchant_id"), cols)
-    yield _kv("终端编号 TERMINAL NO.", _field(cfg, "terminal_id"), cols)
-    yield _kv("操作员 OPERATOR", _field(r, "operator"), cols)
-    yield _kv("日期时间 DATE/TIME", datetime(r.get("ts", 0), cfg), cols)
-    yield _kv("退款编号 RID", _field(r, "rid"), cols)
-    yield _kv("凭证号 STAN", _stan(r), cols)
-    yield _kv("原参考号 ORIG RRN", _field(r, "orrn"), cols)
-    yield _kv("金额 AMOUNT", money(r["amount"], r["currency"]), cols)
-    yield _rule(cols)
-    yield _kv("应答码 RESPONSE CODE", code, cols)
+    yield head(cfg, cols)
+    yield styled(_DECLINED, cols, 1, 2, True)
+    yield rule(cols)
+    yield kv_bytes("商户编号 MERCHANT NO.", field(cfg, "merchant_id"), cols)
+    yield kv_bytes("终端编号 TERMINAL NO.", field(cfg, "terminal_id"), cols)
+    yield kv_bytes("操作员 OPERATOR", field(r, "operator"), cols)
+    yield kv_bytes("日期时间 DATE/TIME", datetime(r.get("ts", 0), cfg), cols)
+    yield kv_bytes("退款编号 RID", field(r, "rid"), cols)
+    yield kv_bytes("凭证号 STAN", _stan(r), cols)
+    yield kv_bytes("原参考号 ORIG RRN", field(r, "orrn"), cols)
+    yield kv_bytes("金额 AMOUNT", money(r["amount"], r["currency"]), cols)
+    yield rule(cols)
+    yield kv_bytes("应答码 RESPONSE CODE", code, cols)
     yield _lines(wrap(cn + " " + en, cols))
-    yield _rule(cols)
-    yield _styled(_NOT_APPROVED, cols, 1, 2, True)
-    yield _styled(_NOT_RECEIPT_CN, cols)
-    yield _styled(_NOT_RECEIPT, cols)
-    yield _tail()
+    yield rule(cols)
+    yield styled(_NOT_APPROVED, cols, 1, 2, True)
+    yield styled(_NOT_RECEIPT_CN, cols)
+    yield styled(_NOT_RECEIPT, cols)
+    yield tail()
 
 
 def pending_notice(r, cfg):
@@ -341,20 +341,20 @@ def pending_notice(r, cfg):
     if r.get("state") in ("approved", "printed", "declined"):
         raise ValueError("refund %s is final (%s): no pending notice" % (r.get("rid"), r.get("state")))
     cols = columns(cfg)
-    yield _head(cfg, cols)
-    yield _styled(_PENDING, cols, 1, 2, True)
-    yield _styled(_NOT_RECEIPT, cols, 1, 1, True)
-    yield _styled(_NOT_RECEIPT_CN, cols)
-    yield _rule(cols)
-    yield _kv("退款编号 RID", _field(r, "rid"), cols)
-    yield _kv("商户编号 MERCHANT NO.", _field(cfg, "merchant_id"), cols)
-    yield _kv("终端编号 TERMINAL NO.", _field(cfg, "terminal_id"), cols)
-    yield _kv("日期时间 DATE/TIME", datetime(r.get("ts", 0), cfg), cols)
-    yield _kv("原参考号 ORIG RRN", _field(r, "orrn"), cols)
-    yield _kv("金额 AMOUNT", money(r["amount"], r["currency"]), cols)
-    yield _rule(cols)
+    yield head(cfg, cols)
+    yield styled(_PENDING, cols, 1, 2, True)
+    yield styled(_NOT_RECEIPT, cols, 1, 1, True)
+    yield styled(_NOT_RECEIPT_CN, cols)
+    yield rule(cols)
+    yield kv_bytes("退款编号 RID", field(r, "rid"), cols)
+    yield kv_bytes("商户编号 MERCHANT NO.", field(cfg, "merchant_id"), cols)
+    yield kv_bytes("终端编号 TERMINAL NO.", field(cfg, "terminal_id"), cols)
+    yield kv_bytes("日期时间 DATE/TIME", datetime(r.get("ts", 0), cfg), cols)
+    yield kv_bytes("原参考号 ORIG RRN", field(r, "orrn"), cols)
+    yield kv_bytes("金额 AMOUNT", money(r["amount"], r["currency"]), cols)
+    yield rule(cols)
     yield _lines(wrap("结果待定, 请稍后查询 RESULT NOT YET KNOWN, DO NOT REPEAT THE REFUND", cols))
-    yield _tail()
+    yield tail()
 
 
 # ---- queue report ---------------------------------------------------------------
@@ -381,30 +381,30 @@ def queue_report(entries, cfg, now, max_lines=_REPORT_LINES):
         ts = e.get("ts")
         if ts is not None and (oldest is None or ts < oldest):
             oldest = ts
-    yield _head(cfg, cols)
-    yield _styled(_QUEUE, cols, 1, 2, True)
-    yield _rule(cols)
-    yield _kv("终端编号 TERMINAL NO.", _field(cfg, "terminal_id"), cols)
-    yield _kv("日期时间 DATE/TIME", datetime(now, cfg), cols)
-    yield _kv("条目 LIVE ENTRIES", count, cols)
+    yield head(cfg, cols)
+    yield styled(_QUEUE, cols, 1, 2, True)
+    yield rule(cols)
+    yield kv_bytes("终端编号 TERMINAL NO.", field(cfg, "terminal_id"), cols)
+    yield kv_bytes("日期时间 DATE/TIME", datetime(now, cfg), cols)
+    yield kv_bytes("条目 LIVE ENTRIES", count, cols)
     for s in sorted(states):  # dicts have no order on MicroPython: sort
-        yield _kv("  " + s, states[s], cols)
+        yield kv_bytes("  " + s, states[s], cols)
     for cur in sorted(totals, key=lambda c: -1 if c is None else c):
         n, total = totals[cur]
-        yield _kv("合计 TOTAL (%d)" % n, money(total, cur) if cur is not None else "%d" % total, cols)
-    yield _kv("最早 OLDEST AGE", age(now - oldest) if oldest is not None else "-", cols)
-    yield _rule(cols)
+        yield kv_bytes("合计 TOTAL (%d)" % n, money(total, cur) if cur is not None else "%d" % total, cols)
+    yield kv_bytes("最早 OLDEST AGE", age(now - oldest) if oldest is not None else "-", cols)
+    yield rule(cols)
     shown = 0
     for e in entries:
         if shown >= max_lines:
             break
         amt = money(e.get("amount", 0), e.get("currency"))
-        yield _lines(kv(_field(e, "rid") + " " + _field(e, "state"), amt, cols))
+        yield _lines(kv(field(e, "rid") + " " + field(e, "state"), amt, cols))
         shown += 1
     if count > shown:
         yield _lines(wrap("... %d more (oldest %d shown; LIST has all)" % (count - shown, shown), cols))
-    yield _rule(cols)
-    yield _tail()
+    yield rule(cols)
+    yield tail()
 
 
 def render(gen):
