@@ -34,7 +34,8 @@ import sys
 from host_tools import REPO
 
 OUT = os.path.join(REPO, "firmware", "refund", "gb18030_tab.py")
-TEMPLATES = (os.path.join(REPO, "firmware", "refund", "receipt.py"),)
+TEMPLATES = (os.path.join(REPO, "firmware", "refund", "receipt.py"),
+             os.path.join(REPO, "firmware", "refund", "settleslip.py"))
 # The demo terminal's merchant (boards' default config and the tests use it). A real
 # deployment regenerates the table with its merchant name: --merchant / --config.
 DEMO_MERCHANTS = ("深圳市示例便利店",)
