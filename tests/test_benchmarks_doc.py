@@ -85,3 +85,19 @@ def test_plot_from_figures(tmp_path):
     assert (200, 40, 40) in colours and (30, 80, 200) in colours  # both lines drawn
     assert json.dumps(d)  # the plot's input is plain JSON
     assert os.path.getsize(p) > 1000
+
+
+def test_memory_section_renders_from_its_figures():
+    # memory is not re-run here (25 min): its renderer gets figures of the shape
+    # benchmarks.memory_section returns.
+    t = {"modules": 60000, "tables_500": 14000, "per_live": 28.0}
+    z = {"firmware": 150000, "with_firmware": 500000, "without_firmware": 350000}
+    d = {"date": "2026-12-04 20:00 UTC", "qemu_tables": t, "qemu_size": z, "builds": [
+        {"name": "32-bit unix, firmware frozen", "heaps": [88, 96], "failed": ["88k: MemoryError"], "tables": t,
+         "flash": "150000 B", "ok": {"heap": "96k", "ready_free": 20400, "peak_alloc": 87300}},
+        {"name": "64-bit", "heaps": [288], "failed": ["288k: x"], "tables": t, "flash": "n/a", "ok": None}]}
+    sec = {"command": "make bench", "date": d["date"], "interpreter": "i", "data": d,
+           "machine": {"platform": "p", "cpus": 2, "load_1min": [0.1, 0.2]}}
+    text = "\n".join(bench_doc.section_md("memory", sec))
+    assert "| 32-bit unix, firmware frozen | 96k | 88k: MemoryError | 20400 | 87300 |" in text
+    assert "none of 288k" in text and "(`make bench`, 2026-12-04 20:00 UTC, p, 2 CPUs" in text
