@@ -81,7 +81,9 @@ class History:
         with open(tmp, "wb") as f:
             for e in self.entries():
                 skip -= 1
-                if skip < 0 and e["updated"] >= cutoff:
+                # An entry of a batch not yet closed stays whatever the limits say.
+                if (skip < 0 and e["updated"] >= cutoff) or \
+                        (e["batch"] and (e["batch"] == h["batch_open"] or e["batch"] == h["batch_cut"])):
                     f.write(R.entry(e))
                     kept += 1
                     if not oldest or e["updated"] < oldest:
