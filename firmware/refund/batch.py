@@ -42,7 +42,7 @@ class Batches:
         self._add(b, cur, n, amt)
 
     def _add(self, b, cur, n, amt):
-        if b != self.open and b != self.cut:
+        if not b or (b != self.open and b != self.cut):
             return  # closed (or batch 0, sent before batches): nothing to settle
         t = self.tot.get(b)
         if t is None:
