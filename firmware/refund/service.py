@@ -356,7 +356,7 @@ def _entry(e):
             "currency": e["currency"], "created": e["created"], "sent": e.get("sent", 0),
             "orrn": e["orrn"], "op": e["op"], "sup": e["sup"], "stan": e["stan"],
             "rrn": e["rrn"], "auth": e["auth"], "code": e["code"], "flags": e["flags"],
-            "stale": e.get("stale", False)}
+            "stale": e.get("stale", False), "batch": e.get("batch", 0)}
 
 
 def _batch(bi):
