@@ -125,6 +125,7 @@ def close(ob, b):
         ob._append(R.batch(ob.ver + 1, bt.open, 0))
         bt.cut = 0
         bt.tot.pop(b, None)
+        ob.hist.settled()
         return True
     if 0 < b < bt.open:
         return False
