@@ -46,7 +46,7 @@ def snapshot_block(img):
     data = open(img, "rb").read()
     for b in range(len(data) // 4096):
         blk = data[b * 4096:(b + 1) * 4096]
-        if blk[0] == 39 and blk[1] == 0x48:  # head frame: len 39, type 'H'
+        if blk[0] == 47 and blk[1] == 0x48:  # head frame (format 2): len 47, type 'H'
             return data, b
     raise AssertionError("no snapshot data block found")
 
@@ -220,6 +220,7 @@ for i in range(60):
     rids.append(r)
     ob.mark_sent(r); ob.approve(r, "RRN%09d" % i, "AUTH%02d" % (i % 100))
     ob.print_begun(r); ob.printed(r)
+ob.close(ob.cut())  # settled: the history limits apply to batch 1 now
 ob.compact()
 hist = list(ob.history())
 seqs = [e["seq"] for e in hist]
@@ -254,6 +255,8 @@ for i in range(1400):
     rids.append(r) if i % 100 == 99 else None
     e = ob.mark_sent(r, e); e = ob.approve(r, "RRN%09d" % i, "AUTH01", e)
     ob.print_begun(r); ob.printed(r)
+    if i % 100 == 99:
+        ob.close(ob.cut())  # a day's settlement: until then its entries stay in the history
     if i % 50 == 0:
         gc.collect()
         low = gc.mem_free() if low is None else min(low, gc.mem_free())
@@ -264,6 +267,39 @@ print("LAST", ob.get(rids[-1])["state_name"])
     assert m and 1000 <= int(m.group(1)) <= 1250, out  # trimmed at least once
     assert int(m.group(2)) > 128 * 1024, out  # the trim left the heap alone
     assert "LAST printed" in out
+
+
+def test_history_keeps_entries_of_a_batch_not_closed(mp, tmp_path):
+    # keep_n 10, 60 completed refunds: all of open batch 1 stay; once it is closed the
+    # limits apply again, and a trim keeps what the open batch 2 still needs.
+    img = str(tmp_path / "f.img")
+    out = run(mp, img, r"""
+import board
+from refund.outbox import Outbox
+board.mount_flash(print)
+ob = Outbox("/flash/ob", board.now, print, {"keep_n": 10, "compact_min": 16})
+ob.recover()
+def done(i):
+    r = ob.accept(100 + i, 156, "ORIG%08d" % i)["rid"]
+    ob.mark_sent(r); ob.approve(r, "RRN%09d" % i, "AUTH01")
+    ob.print_begun(r); ob.printed(r)
+    return r
+a = [done(i) for i in range(60)]
+ob.compact()
+print("OPEN1", ob.head["hist_count"], sum(1 for r in a if ob.get(r)))
+ob.cut()
+b = [done(100 + i) for i in range(30)]
+ob.close(1)
+for i in range(40):
+    done(200 + i)
+ob.compact()
+print("AFTER", ob.head["hist_count"], sum(1 for r in a if ob.get(r)), sum(1 for r in b if ob.get(r)))
+""")
+    m = re.search(r"OPEN1 (\d+) (\d+)", out)
+    assert m and int(m.group(1)) >= 60 and m.group(2) == "60", out
+    m = re.search(r"AFTER (\d+) (\d+) (\d+)", out)
+    # batch 1 closed: trimmed to the last keep_n (+25%); batch 2 (open) all kept
+    assert m and m.group(2) == "0" and m.group(3) == "30" and int(m.group(1)) <= 30 + 40, out
 
 
 def test_rid_resolves_only_in_its_own_form(mp, tmp_path):

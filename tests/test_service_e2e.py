@@ -151,8 +151,20 @@ def test_status_picks_the_link_and_the_application_keeps_running(shop, tmp_path)
     r = tech("status", "--json", port=shop.board.ends["ecr"])
     assert r.returncode == 0, r.stderr
     assert "live" in json.loads(r.stdout) and "states" not in json.loads(r.stdout)  # the ECR's STATUS
+    before = json.loads(tech("status", "--json").stdout)["batch"]
     # the console probe never stopped the application: refunds still flow
     take(shop, 1)
+    # Both links show the open batch; the approved refund is in its totals (one currency).
+    b = json.loads(tech("status", "--json").stdout)["batch"]
+    assert b["open"] == before["open"] == 1 and "cut" not in b
+    grew = [(c, b["totals"][c]) for c in b["totals"] if b["totals"][c] != before["totals"].get(c)]
+    assert len(grew) == 1, (before, b)
+    cur, t = grew[0]
+    old = before["totals"].get(cur, {"count": 0, "total": 0})
+    assert (t["count"], t["total"]) == (old["count"] + 1, old["total"] + 1000)
+    ecr = json.loads(tech("status", "--json", port=shop.board.ends["ecr"]).stdout)
+    assert str(ecr["batch"]) in ("000001", "1") and int(ecr["bcount_" + cur]) == t["count"] \
+        and int(ecr["btotal_" + cur]) == t["total"], ecr
     r = tech("metrics", "--json")
     assert json.loads(r.stdout)["counters"]["approved"] >= 1
 

@@ -14,6 +14,15 @@ class History:
         self.path = journal.root + "/hist"
         self.clock = clock
         self.cfg = cfg
+        # What the last trim had to keep (entries of batches not closed stay) and when:
+        # without them an unsettled batch bigger than keep_n would rewrite the history
+        # at every compaction. RAM only: after a boot the first compaction may trim again.
+        self._floor = 0
+        self._trimmed = 0
+
+    def settled(self):
+        """A batch closed: what the last trim had to keep may go at the next compaction."""
+        self._floor = self._trimmed = 0
 
     def entries(self):
         """Completed entries (oldest first), read from flash one at a time."""
@@ -61,9 +70,13 @@ class History:
             if not h["hist_oldest"]:
                 h["hist_oldest"] = self.clock()
         c = self.cfg
-        if h["hist_count"] > c["keep_n"] + c["keep_n"] // 4 or \
-                (h["hist_oldest"] and self.clock() - h["hist_oldest"] > c["keep_s"] + 86400):
+        most = max(c["keep_n"], self._floor)
+        now = self.clock()
+        if h["hist_count"] > most + most // 4 or (h["hist_oldest"] and now - h["hist_oldest"] > c["keep_s"] + 86400
+                                                  and (not self._trimmed or now - self._trimmed > 86400)):
             self._trim(h)
+            self._floor = h["hist_count"]
+            self._trimmed = now
 
     def _trim(self, h):
         """Keep the keep_n most recently completed entries (the file is in completion
@@ -81,7 +94,9 @@ class History:
         with open(tmp, "wb") as f:
             for e in self.entries():
                 skip -= 1
-                if skip < 0 and e["updated"] >= cutoff:
+                # An entry of a batch not yet closed stays whatever the limits say.
+                if (skip < 0 and e["updated"] >= cutoff) or \
+                        (e["batch"] and (e["batch"] == h["batch_open"] or e["batch"] == h["batch_cut"])):
                     f.write(R.entry(e))
                     kept += 1
                     if not oldest or e["updated"] < oldest:

@@ -267,6 +267,11 @@ class Intake:
         gc.collect()  # "heap" is what is really free, not what garbage happens to leave
         rep = {"live": st["live"], "pending": st["pending"], "stale": 0, "heap": gc.mem_free(),
                "host": "unknown" if self.host_up is None else ("up" if self.host_up() else "down")}
+        bi = self.ob.batch_info()  # the open batch: number, count and total per currency
+        rep["batch"] = "%06d" % bi["open"]
+        t = bi["totals"].get(bi["open"]) or {}
+        for cur in t:
+            rep["bcount_%03d" % cur], rep["btotal_%03d" % cur] = t[cur]
         # Entry numbers grow with time: the live entries are walked oldest first.
         for e in self.ob.entries():
             if "oldest" not in rep:

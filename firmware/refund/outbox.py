@@ -11,6 +11,8 @@ import os
 from micropython import const
 from refund import record as R
 from refund import rules, settings, snapshot
+from refund import batch
+from refund.batch import Batches
 from refund.chars import digits
 from refund.errors import Refused, BadTransition
 from refund.history import History
@@ -51,6 +53,7 @@ class Outbox:
         # Slots for every live entry and some tombstones, made now: at boot the heap is
         # still whole (growing later needs old + new arrays at once).
         self.ix = Index(self.cfg["max_live"] + 32)
+        self.bt = Batches()  # open / cut batch and their totals (refund.batch)
         # Set by recover(), which must run before anything else: the snapshot head,
         # the rid generation, the journal version and the leased counters.
         self.head = None
@@ -75,14 +78,18 @@ class Outbox:
         j = self.j
         j.prepare()
         self.ix.clear()
-        h = snapshot.load(j, self.ix)
+        bt = self.bt
+        bt.load_head({})
+        h = snapshot.load(j, self.ix, bt)
         if h is None:
             gen = self._journal_gen()
             if gen:
                 j.damage("journal without snapshot: keeping rid generation %s" % gen)
             h = {"gen": gen or self._new_gen(), "base": 0, "seq_limit": 1, "stan_limit": 0,
-                 "hist_ver": 0, "hist_count": 0, "hist_oldest": 0, "count": 0}
-            snapshot.write(j, self.ix, h)  # persist the generation before any rid uses it
+                 "hist_ver": 0, "hist_count": 0, "hist_oldest": 0, "count": 0,
+                 "batch_open": 1, "batch_cut": 0}
+            bt.load_head(h)
+            snapshot.write(j, self.ix, h, bt)  # persist the generation before any rid uses it
         self.head = h
         self.gen = h["gen"]
         seq_limit = h["seq_limit"]
@@ -91,6 +98,7 @@ class Outbox:
         n = 0
         files = j.versions()
         last = files[-1] if files else -1
+        bt.replay_start()
         for v in files:
             if v <= h["base"]:
                 j.drop(v)  # already in the snapshot: a compaction was cut
@@ -104,11 +112,14 @@ class Outbox:
                     if hv != v:
                         raise R.Corrupt("version %d in file %d" % (hv, v))
                     self.ix.upsert(seq, state, flags, amt, v, IN_J)
+                    bt.replay_entry(p, seq, state, amt, h["base"])
                     seq_limit = max(seq_limit, seq + 1)
                 elif typ == R.T_LEASE:
                     _v, sl, stl = R.parse_lease(p)
                     seq_limit = max(seq_limit, sl)
                     stan_limit = max(stan_limit, stl)
+                elif typ == R.T_BATCH:
+                    bt.replay_batch(p)
                 else:
                     raise R.Corrupt("type %d" % typ)
             except (R.Corrupt, OSError, ValueError, IndexError) as e:
@@ -119,6 +130,7 @@ class Outbox:
                     j.drop(v)
                 else:
                     j.damage("journal record %d: %s" % (v, e))
+        bt.replay_end()
         self.ver = ver
         j.rmdirs()
         # A crash may skip numbers, never reuse one: start after every lease.
@@ -232,28 +244,6 @@ class Outbox:
         i = self._slot(rid)
         return self.ix.state[i] if i >= 0 else None
 
-    def next_print(self, skip=()):
-        """The approved entry owed a receipt first (approval order), rids in skip
-        passed over; None when there is none. O(1) RAM whatever the queue length: an
-        approved entry's latest record is its approval (index ver == aver) unless its
-        printing has begun; only those few are read from flash."""
-        ix = self.ix
-        best = -1
-        key = 0
-        for i in range(ix.n):
-            if ix.state[i] != R.APPROVED:
-                continue
-            if ix.flags[i] & R.F_PRINTING:
-                e = self._load(i)
-                k = e["aver"] if e else ix.ver[i]
-            else:
-                k = ix.ver[i]
-            if (best < 0 or k < key) and (not skip or R.rid_of(self.gen, ix.seq[i]) not in skip):
-                best, key = i, k
-        if best < 0:
-            return None
-        return self.get(R.rid_of(self.gen, ix.seq[best]))
-
     # ---- writing ------------------------------------------------------------------
 
     def _append(self, frame):  # the next journal record, durable when this returns
@@ -284,6 +274,7 @@ class Outbox:
         e["updated"] = self.clock()
         v = self._append(R.entry(e))
         self.ix.upsert(e["seq"], e["state"], e["flags"], e["amount"], v, IN_J)
+        self.bt.approved(e, v)  # before compaction snapshots the totals
         if self.on_change:
             self.on_change(e["seq"], e["state"])
         try:
@@ -338,7 +329,7 @@ class Outbox:
             e = {"seq": seq, "gen": self.gen, "state": R.QUEUED, "flags": 0, "stan": stan,
                  "rstan": 0, "amount": amount, "currency": currency, "created": now,
                  "aver": 0, "code": "", "orrn": orrn, "rrn": "", "auth": "", "op": op,
-                 "sup": sup, "ecr": ecr}
+                 "sup": sup, "ecr": ecr, "batch": 0}
             e = self._write(e)
         except OSError as err:
             raise Refused("flash_error", "could not record the refund (%s)" % err)
@@ -367,11 +358,13 @@ class Outbox:
         return e
 
     def mark_sent(self, rid, e=None):
-        """Call before the first 0200 leaves: from then on the host may know it."""
+        """Call before the first 0200 leaves: from then on the host may know it. The
+        refund joins the open batch here, in the same record (its field 62 `batch`)."""
         i = self._slot(rid)
         if i >= 0 and self.ix.state[i] == R.QUEUED and self.ix.flags[i] & R.F_SENT:
             return self._load(i)  # already durable: keep the first send time (field 90)
-        return self._change(rid, R.QUEUED, R.F_SENT, R.QUEUED, e, sent=self.clock())
+        return self._change(rid, R.QUEUED, R.F_SENT, R.QUEUED, e, sent=self.clock(),
+                            batch=self.bt.open)
 
     def approve(self, rid, rrn, auth, e=None):
         return self._change(rid, R.APPROVED, 0, R.QUEUED, e, rrn=rrn, auth=auth, code="00", aver=self.ver + 1)
@@ -421,6 +414,21 @@ class Outbox:
         """The host confirmed the reversal (0430 00): cancelled."""
         return self._change(rid, R.CANCELLED, 0, R.CANCELLING, e)
 
+    # ---- batches (settlement; refund.batch) ---------------------------------------------
+
+    def cut(self):
+        """Cut the open batch durably; the cut batch number (refund.batch.cut)."""
+        return batch.cut(self)
+
+    def close(self, b):
+        """Close cut batch b durably; False if closed already (refund.batch.close)."""
+        return batch.close(self, b)
+
+    def batch_info(self):
+        """{"open", "cut", "totals": {batch: {currency: (count, total)}}} (RAM only)."""
+        bt = self.bt
+        return {"open": bt.open, "cut": bt.cut, "totals": {b: bt.totals(b) for b in bt.tot}}
+
     # ---- compaction -----------------------------------------------------------------
 
     def maybe_compact(self):
@@ -433,12 +441,13 @@ class Outbox:
         """Completed entries -> hist; live entries -> snap.tmp -> rename; drop journal.
         Streams record by record: RAM stays at one frame plus one offset per entry."""
         h = dict(self.head)
+        self.bt.save_head(h)  # the history keeps entries of batches not closed
         old_base = h["base"]
         self.hist.add(old_base + 1, self.ver, h)
         h["base"] = self.ver
         h["seq_limit"] = self.seq_limit
         h["stan_limit"] = self.stan_limit
-        locs = snapshot.write(self.j, self.ix, h)
+        locs = snapshot.write(self.j, self.ix, h, self.bt)
         self.head = h
         for v in range(old_base + 1, h["base"] + 1):
             self.j.drop(v)

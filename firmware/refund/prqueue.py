@@ -23,6 +23,29 @@ _NOTICE_WAIT_S = const(20)
 _NOTICE_RECENT_S = const(300)
 
 
+def next_print(ob, skip=()):
+    """The outbox ob's approved entry owed a receipt first (approval order), rids in skip
+    passed over; None when there is none. O(1) RAM whatever the queue length: an
+    approved entry's latest record is its approval (index ver == aver) unless its
+    printing has begun; only those few are read from flash."""
+    ix = ob.ix
+    best = -1
+    key = 0
+    for i in range(ix.n):
+        if ix.state[i] != R.APPROVED:
+            continue
+        if ix.flags[i] & R.F_PRINTING:
+            e = ob._load(i)
+            k = e["aver"] if e else ix.ver[i]
+        else:
+            k = ix.ver[i]
+        if (best < 0 or k < key) and (not skip or R.rid_of(ob.gen, ix.seq[i]) not in skip):
+            best, key = i, k
+    if best < 0:
+        return None
+    return ob.get(R.rid_of(ob.gen, ix.seq[best]))
+
+
 def _keep(lst, rid):
     if len(lst) >= _MAX_SKIP:
         lst.pop(0)
@@ -45,7 +68,7 @@ class Queue:
     def next(self, host_down):
         """(kind, entry) to print next, or None."""
         ob = self.ob
-        e = ob.next_print(self.skip + self.unsaved)  # both short (<= _MAX_SKIP)
+        e = next_print(ob, self.skip + self.unsaved)  # both short (<= _MAX_SKIP)
         if e is not None:
             return REFUND, e
         for seq in ob.seqs(R.DECLINED):

@@ -35,6 +35,8 @@ _NEXT = {
 T_ENTRY = const(0x45)  # 'E'
 T_LEASE = const(0x4C)  # 'L'
 T_HEAD = const(0x48)  # 'H'
+T_BATCH = const(0x42)  # 'B': the batch numbers changed (cut, close)
+T_TOTAL = const(0x54)  # 'T': one batch's count and total in one currency (snapshot only)
 
 MAX_FRAME = const(128)  # one journal file stays inline in littlefs metadata (cheap)
 _OVER = const(6)  # len + type + crc
@@ -43,8 +45,13 @@ _OVER = const(6)  # len + type + crc
 _ENTRY = "<IIBBIIqHIIII2s4s"
 _ENTRY_LEN = const(50)
 _LEASE = "<III"  # ver seq_limit stan_limit
-# fmt gen base seq_limit stan_limit hist_ver hist_count hist_oldest count
+_BATCH = "<III"  # ver open cut
+_TOTAL = "<IHIq"  # batch currency count total
+# fmt gen base seq_limit stan_limit hist_ver hist_count hist_oldest count; fmt 2 adds
+# batch_open batch_cut
 _HEAD = "<B4sIIIIIII"
+_HEAD2 = "<II"
+_HEAD_LEN = const(33)  # struct.calcsize(_HEAD)
 _STRS = ("orrn", "rrn", "auth", "op", "sup", "ecr")
 STR_MAX = {"orrn": 12, "rrn": 12, "auth": 6, "op": 8, "sup": 8, "ecr": 16}
 
@@ -106,7 +113,8 @@ def entry(e):
                        e.get("rstan", 0), e["amount"], e["currency"], e["created"],
                        e["updated"], e.get("aver", 0), e.get("sent", 0), code[:2] if len(code) == 2 else b"  ",
                        e["gen"].encode())
-    f = _frame(T_ENTRY, head + b"".join(strs))
+    # Format 2 appends u32 batch after the strings (a format-1 record ends there: batch 0).
+    f = _frame(T_ENTRY, head + b"".join(strs) + struct.pack("<I", e.get("batch", 0)))
     if len(f) > MAX_FRAME:
         raise ValueError("entry record %d B > %d" % (len(f), MAX_FRAME))
     return f
@@ -125,9 +133,24 @@ def parse_entry(p):
         n = p[i]
         e[k] = bytes(p[i + 1 : i + 1 + n]).decode()
         i += 1 + n
-    if i != len(p):
-        raise Corrupt("entry size")
+    e["batch"] = _batch_at(p, i)
     return e
+
+
+def _batch_at(p, i):
+    if i == len(p):
+        return 0  # written before batches existed
+    if i + 4 != len(p):
+        raise Corrupt("entry size")
+    return struct.unpack_from("<I", p, i)[0]
+
+
+def entry_batch(p):
+    """(batch, currency, aver) of an entry payload, without decoding strings."""
+    i = _ENTRY_LEN
+    for _k in _STRS:
+        i += 1 + p[i]
+    return _batch_at(p, i), struct.unpack_from("<H", p, 26)[0], struct.unpack_from("<I", p, 36)[0]
 
 
 def entry_head(p):
@@ -147,15 +170,34 @@ def parse_lease(p):
     return struct.unpack_from(_LEASE, p, 0)
 
 
+def batch(ver, open_, cut):
+    return _frame(T_BATCH, struct.pack(_BATCH, ver, open_, cut))
+
+
+def parse_batch(p):
+    return struct.unpack_from(_BATCH, p, 0)
+
+
+def total(b, cur, count, amount):
+    return _frame(T_TOTAL, struct.pack(_TOTAL, b, cur, count, amount))
+
+
+def parse_total(p):
+    return struct.unpack_from(_TOTAL, p, 0)
+
+
 def head(h):
-    return _frame(T_HEAD, struct.pack(_HEAD, 1, h["gen"].encode(), h["base"], h["seq_limit"],
+    return _frame(T_HEAD, struct.pack(_HEAD, 2, h["gen"].encode(), h["base"], h["seq_limit"],
                                       h["stan_limit"], h["hist_ver"], h["hist_count"],
-                                      h["hist_oldest"], h["count"]))
+                                      h["hist_oldest"], h["count"])
+                  + struct.pack(_HEAD2, h.get("batch_open", 1), h.get("batch_cut", 0)))
 
 
 def parse_head(p):
     fmt, gen, base, sl, stl, hv, hc, ho, count = struct.unpack_from(_HEAD, p, 0)
-    if fmt != 1:
+    if fmt != 1 and fmt != 2:
         raise Corrupt("snapshot format %d" % fmt)
+    bo, bc = struct.unpack_from(_HEAD2, p, _HEAD_LEN) if fmt == 2 else (1, 0)
     return {"gen": gen.decode(), "base": base, "seq_limit": sl, "stan_limit": stl,
-            "hist_ver": hv, "hist_count": hc, "hist_oldest": ho, "count": count}
+            "hist_ver": hv, "hist_count": hc, "hist_oldest": ho, "count": count,
+            "batch_open": bo, "batch_cut": bc}

@@ -306,6 +306,8 @@ class Sender:
         f62 = "rid=%s;orrn=%s" % (rid, e["orrn"])
         if e["op"]:
             f62 += ";op=" + e["op"]
+        if e["batch"]:  # batch 0: first sent before batches existed (repeats stay identical)
+            f62 += ";batch=%06d" % e["batch"]
         msg["62"] = f62
         t0 = time.ticks_ms()
         self._sent(rid, mti, e["stan"], seq)

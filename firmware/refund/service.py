@@ -196,7 +196,8 @@ class Service:
                 "oldest_s": s.get("oldest", 0), "stale": s["stale"],
                 "host": {"up": t.sender.host_up, "connected": t.link.up()},
                 "printer": None if p is None else {"state": p["state"], "detail": p["detail"],
-                                                   "rid": p["rid"]}}
+                                                   "rid": p["rid"]},
+                "batch": _batch(t.ob.batch_info())}
 
     async def c_outbox(self, rid, req):
         t = self._term()
@@ -355,4 +356,17 @@ def _entry(e):
             "currency": e["currency"], "created": e["created"], "sent": e.get("sent", 0),
             "orrn": e["orrn"], "op": e["op"], "sup": e["sup"], "stan": e["stan"],
             "rrn": e["rrn"], "auth": e["auth"], "code": e["code"], "flags": e["flags"],
-            "stale": e.get("stale", False)}
+            "stale": e.get("stale", False), "batch": e.get("batch", 0)}
+
+
+def _batch(bi):
+    """The open (and cut) batch for `status`: number, per currency count and total."""
+    def tot(b):
+        t = bi["totals"].get(b) or {}
+        return {"%03d" % c: {"count": t[c][0], "total": t[c][1]} for c in t}
+
+    r = {"open": bi["open"], "totals": tot(bi["open"])}
+    if bi["cut"]:
+        r["cut"] = bi["cut"]
+        r["cut_totals"] = tot(bi["cut"])
+    return r

@@ -7,9 +7,10 @@ from refund import record as R
 from refund.journal import IN_J
 
 
-def load(j, ix):
-    """Read snap into the index ix; its head dict, or None if there is none (or its head
-    is damaged: the journal's records are then all there is)."""
+def load(j, ix, bt):
+    """Read snap into the index ix and the batch totals into bt (refund.batch); its head
+    dict, or None if there is none (or its head is damaged: the journal's records are
+    then all there is)."""
     try:
         f = open(j.snap, "rb")
     except OSError:
@@ -20,12 +21,16 @@ def load(j, ix):
             if typ != R.T_HEAD:
                 raise R.Corrupt("no head")
             h = R.parse_head(p)
+            bt.load_head(h)
         except (R.Corrupt, ValueError, IndexError) as e:
             j.damage("snapshot head: %s" % e)
             return None
         n = 0
         for off, typ, p in j.frames(f, f.tell(), "snapshot"):
             try:
+                if typ == R.T_TOTAL:  # written before the entries
+                    bt.load_total(p)
+                    continue
                 ver, seq, state, flags, amt = R.entry_head(p)
                 ix.upsert(seq, state, flags, amt, ver, off)
                 n += 1
@@ -36,8 +41,9 @@ def load(j, ix):
     return h
 
 
-def write(j, ix, h):
-    """Write head h and every live entry of ix to snap.tmp and rename it over snap.
+def write(j, ix, h, bt):
+    """Write head h, the batch totals of bt and every live entry of ix to snap.tmp and
+    rename it over snap.
     Returns an array of the new offsets, parallel to the index (-1 for tombstones)."""
     h["count"] = ix.live
     n = ix.n
@@ -46,7 +52,10 @@ def write(j, ix, h):
     old = None  # the current snapshot, opened once and read forward (offsets ascend)
     try:
         with open(tmp, "wb") as f:
+            bt.save_head(h)
             f.write(R.head(h))
+            for fr in bt.frames():
+                f.write(fr)
             for i in range(n):
                 if not ix.state[i]:
                     continue
