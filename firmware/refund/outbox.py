@@ -10,9 +10,7 @@
 import os
 from micropython import const
 from refund import record as R
-from refund import rules, settings, snapshot
-from refund import batch
-from refund.batch import Batches
+from refund import batch, rules, settings, snapshot
 from refund.chars import digits
 from refund.errors import Refused, BadTransition
 from refund.history import History
@@ -36,9 +34,6 @@ DEFAULTS = {
     "compact_max": 256,
 }
 
-_ALNUM = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
-
-
 class Outbox:
     def __init__(self, root, clock, log, cfg=None):
         self.root = root
@@ -53,7 +48,7 @@ class Outbox:
         # Slots for every live entry and some tombstones, made now: at boot the heap is
         # still whole (growing later needs old + new arrays at once).
         self.ix = Index(self.cfg["max_live"] + 32)
-        self.bt = Batches()  # open / cut batch and their totals (refund.batch)
+        self.bt = batch.Batches()  # open / cut batch and their totals (refund.batch)
         # Set by recover(), which must run before anything else: the snapshot head,
         # the rid generation, the journal version and the leased counters.
         self.head = None
@@ -63,17 +58,14 @@ class Outbox:
         self.stan_limit = self.next_stan = 0
 
     @property
-    def live(self):
-        """Live entries (not yet complete)."""
+    def live(self):  # live entries (not yet complete)
         return self.ix.live
 
     @property
-    def pending(self):
-        """Money owed to customers: amount of the queued + cancelling entries."""
+    def pending(self):  # money owed to customers: the queued + cancelling amounts
         return self.ix.pending
 
     # ---- recovery -----------------------------------------------------------------
-
     def recover(self):  # the index from snapshot + journal; returns recovery stats
         j = self.j
         j.prepare()
@@ -151,10 +143,10 @@ class Outbox:
     def _new_gen(self):
         # Random rid prefix chosen when the outbox is created: a reformatted flash can
         # never hand out a rid the host has already seen.
-        return bytes([_ALNUM[b % 36] for b in os.urandom(_GEN_LEN)]).decode()
+        return bytes([b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"[b % 36]
+                      for b in os.urandom(_GEN_LEN)]).decode()
 
     # ---- reading ------------------------------------------------------------------
-
     def _load(self, i):
         typ, p = self.j.read_at(self.ix.loc[i], self.ix.ver[i])
         e = R.parse_entry(p)
@@ -245,7 +237,6 @@ class Outbox:
         return self.ix.state[i] if i >= 0 else None
 
     # ---- writing ------------------------------------------------------------------
-
     def _append(self, frame):  # the next journal record, durable when this returns
         v = self.ver + 1
         self.j.append(v, frame)
@@ -415,7 +406,6 @@ class Outbox:
         return self._change(rid, R.CANCELLED, 0, R.CANCELLING, e)
 
     # ---- batches (settlement; refund.batch) ---------------------------------------------
-
     def cut(self):
         """Cut the open batch durably; the cut batch number (refund.batch.cut)."""
         return batch.cut(self)
@@ -430,7 +420,6 @@ class Outbox:
         return {"open": bt.open, "cut": bt.cut, "totals": {b: bt.totals(b) for b in bt.tot}}
 
     # ---- compaction -----------------------------------------------------------------
-
     def maybe_compact(self):
         c = self.cfg
         limit = min(c["compact_max"], max(c["compact_min"], self.live // 2))
