@@ -252,6 +252,12 @@ def tail():
     return P.feed(_TAIL_FEED) + P.CUT
 
 
+def ids(cfg, cols):
+    """The merchant and terminal numbers, as every slip prints them."""
+    return (kv_bytes("商户编号 MERCHANT NO.", field(cfg, "merchant_id"), cols)
+            + kv_bytes("终端编号 TERMINAL NO.", field(cfg, "terminal_id"), cols))
+
+
 def head(cfg, cols):
     return P.START + styled(cfg.get("merchant_name") or "-", cols, 2, 2, True)
 
@@ -278,8 +284,7 @@ def _refund_copy(r, cfg, copy, amount, reprint):
     yield styled(copy, cols)
     yield styled(_REFUND, cols, 1, 2, True)
     yield rule(cols)
-    yield kv_bytes("商户编号 MERCHANT NO.", field(cfg, "merchant_id"), cols)
-    yield kv_bytes("终端编号 TERMINAL NO.", field(cfg, "terminal_id"), cols)
+    yield ids(cfg, cols)
     yield kv_bytes("操作员 OPERATOR", field(r, "operator"), cols)
     if r.get("pan"):
         yield kv_bytes("卡号 CARD NO.", mask_pan(r["pan"]), cols)
@@ -318,8 +323,7 @@ def decline(r, cfg):
     yield head(cfg, cols)
     yield styled(_DECLINED, cols, 1, 2, True)
     yield rule(cols)
-    yield kv_bytes("商户编号 MERCHANT NO.", field(cfg, "merchant_id"), cols)
-    yield kv_bytes("终端编号 TERMINAL NO.", field(cfg, "terminal_id"), cols)
+    yield ids(cfg, cols)
     yield kv_bytes("操作员 OPERATOR", field(r, "operator"), cols)
     yield kv_bytes("日期时间 DATE/TIME", datetime(r.get("ts", 0), cfg), cols)
     yield kv_bytes("退款编号 RID", field(r, "rid"), cols)
@@ -347,8 +351,7 @@ def pending_notice(r, cfg):
     yield styled(_NOT_RECEIPT_CN, cols)
     yield rule(cols)
     yield kv_bytes("退款编号 RID", field(r, "rid"), cols)
-    yield kv_bytes("商户编号 MERCHANT NO.", field(cfg, "merchant_id"), cols)
-    yield kv_bytes("终端编号 TERMINAL NO.", field(cfg, "terminal_id"), cols)
+    yield ids(cfg, cols)
     yield kv_bytes("日期时间 DATE/TIME", datetime(r.get("ts", 0), cfg), cols)
     yield kv_bytes("原参考号 ORIG RRN", field(r, "orrn"), cols)
     yield kv_bytes("金额 AMOUNT", money(r["amount"], r["currency"]), cols)
