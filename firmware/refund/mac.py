@@ -3,7 +3,7 @@
 # HMAC as 16 uppercase hex characters, carried in field 64 (primary bitmap only) or
 # field 128 (secondary bitmap). HMAC (RFC 2104) is built here on hashlib.sha256 with the
 # key pads made once per key: micropython-lib's `hmac` remakes them on every call and
-# measured ~37x the time and 2.7x the heap per MAC (docs/benchmarks.md), and PBKDF2
+# measured 7-37x the time and 2.7x the heap per MAC (docs/benchmarks.md), and PBKDF2
 # runs 2,000 of them per PIN check. The key is never logged, printed or kept in the clear (only
 # the two padded key blocks HMAC needs).
 import hashlib
