@@ -88,7 +88,8 @@ def test_a_burst_of_ecr_frames_is_answered_or_refused_and_loses_nothing(small):
     # Under the burst the sender, the printer and the till share the last KB: a request
     # may meet a MemoryError, logged and retried (the ledger above shows none was lost).
     text = _console_clean(s, caught_ok=True)
-    assert "heap free" in text and "headroom" in text  # the refusals say why, in the log too
+    if refused:
+        assert "below headroom" in text or "REFUND failed" in text  # the log says why too
 
 
 def test_a_flood_from_the_printer_while_it_prints(small):

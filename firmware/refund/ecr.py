@@ -340,11 +340,17 @@ async def serve(stream, handler, log, writer=None, stop_on_eof=False, stats=None
 
 
 async def _answer_to(w, payload, handler, log, stats):
+    # Never stop serving: a MemoryError building or writing the reply (a heap shared with
+    # the sender and the printer under a burst) drops the reply; the ECR resends the same
+    # seq and gets the same answer. Even the log line may not fit then.
     try:
         out = await answer(payload, handler, log, stats)
-    except Exception as e:  # e.g. MemoryError building the reply: never stop serving
-        log("ecr", "request of %d B not answered: %r" % (len(payload), e), level="ERROR")
-        return
-    if out is not None:
-        w.write(out)
-        await w.drain()
+        if out is not None:
+            w.write(out)
+            await w.drain()
+    except Exception as e:
+        stats["unanswered"] = stats.get("unanswered", 0) + 1
+        try:
+            log("ecr", "request of %d B not answered: %r" % (len(payload), e), level="ERROR")
+        except MemoryError:
+            pass

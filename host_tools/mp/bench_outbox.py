@@ -144,6 +144,7 @@ def compact_cost(n, jn):
     journal()
     out["before2"] = _sizes(ob)
     h = dict(ob.head)
+    ob.bt.save_head(h)  # as Outbox.compact: the history keeps entries of batches not closed
     old_base = h["base"]
     steps = []
     a = _counts(dev)
@@ -153,7 +154,7 @@ def compact_cost(n, jn):
     h["base"] = ob.ver
     h["seq_limit"] = ob.seq_limit
     h["stan_limit"] = ob.stan_limit
-    locs = snapshot.write(ob.j, ob.ix, h)
+    locs = snapshot.write(ob.j, ob.ix, h, ob.bt)
     c = _counts(dev)
     steps.append(("snapshot.write: every live entry to snap.tmp, rename", _delta(b, c)))
     ob.head = h
