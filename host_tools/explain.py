@@ -152,4 +152,26 @@ def timeline(rid, entry, events):
                      % (Clock()({"wall": entry["created"]}), entry.get("op", "?")))
     lines = [head, " -> ".join(steps) if steps else "(no events for this refund on the log)"]
     lines.append(next_step(entry, events))
+    lines += settlement_lines(events)
     return lines
+
+
+_DIFF_TEXT = {"missing": "the host has no approved refund under this rid in that batch",
+              "amount": "the host booked another amount (%s)",
+              "extra": "only the host has this refund: the terminal never sent it in that batch"}
+
+
+def settlement_lines(events):
+    """One line per settlement difference found for this rid (settle_diff events)."""
+    out = []
+    for e in events:
+        if e.get("name") != "settle_diff":
+            continue
+        f = e.get("fields", {})
+        what = f.get("what", "?")
+        text = _DIFF_TEXT.get(what, what)
+        if "%s" in text:
+            text %= f.get("host", "?")
+        out.append("SETTLEMENT DIFFERENCE batch %s currency %s: %s (%s)" % (
+            f.get("batch", "?"), f.get("cur", "?"), text, what))
+    return out

@@ -9,14 +9,15 @@ console, the technician's service link (docs/service-link.md; host_tools/svcctl.
   refundctl --port DEV status [--json]
   refundctl --port DEV reprint RID --operator ID --pin PIN [--json]
   refundctl --port DEV report --operator ID --pin PIN [--json]
+  refundctl --port DEV settle --supervisor ID --supervisor-pin PIN [--no-wait] [--json]
 
 On the terminal's USB console (the service link, docs/service-link.md):
   refundctl --port CONSOLE info | status | outbox | metrics | config | explain RID [--json]
   refundctl --port CONSOLE logs [-o FILE.jsonl] [--since CURSOR] [--follow]
   refundctl --port CONSOLE bundle -o FILE.zip
-  refundctl --port CONSOLE --tech-key HEX retry | reprint RID | report | clock [--set UTC]
+  refundctl --port CONSOLE --tech-key HEX retry | reprint RID | report | settle | clock [--set UTC]
   refundctl --port DEV logs --via mpremote [-o FILE.jsonl]      # the application is down
-status, reprint and report exist on both links: --link auto (default) first sends a
+status, reprint, report and settle (host_tools/settlectl.py) exist on both links: --link auto (default) first sends a
 service `info` frame (harmless to the ECR parser) and uses the console if it answers.
 refund/query/cancel/list are ECR commands: an ECR frame's ETX (0x03) is a Ctrl-C on a
 console, so they are never sent there (--link auto checks the port first).
@@ -337,14 +338,15 @@ def parser():
     rr = sub.add_parser("report", parents=[common], help="print the queue report for staff")
     rr.add_argument("--operator", help="ECR link: operator id (console: --tech-key)")
     rr.add_argument("--pin", help="ECR link: the operator's PIN")
-    from host_tools import svcctl
+    from host_tools import settlectl, svcctl
 
+    settlectl.add_parser(sub, common)
     svcctl.add_parsers(sub, common)
     return p
 
 
 SERVICE_ONLY = ("info", "outbox", "metrics", "config", "explain", "logs", "bundle", "retry", "clock")
-BOTH = ("status", "reprint", "report")
+BOTH = ("status", "reprint", "report", "settle")
 
 
 def _which_link(a, err):
@@ -383,6 +385,9 @@ def run(a, out=None, err=None):
     if a.cmd in ("reprint", "report") and not (a.operator and a.pin):
         return _fail(a, out, err, "%s on the ECR link needs --operator and --pin (on the console: "
                      "--tech-key)" % a.cmd, "usage", 2)
+    if a.cmd == "settle" and not (a.supervisor and a.supervisor_pin):
+        return _fail(a, out, err, "settle on the ECR link needs --supervisor and --supervisor-pin "
+                     "(on the console: --tech-key)", "usage", 2)
     return run_ecr(a, out, err)
 
 
@@ -427,6 +432,14 @@ def run_ecr(a, out, err):
                     break
                 start = page["next"]
                 seq = seq % 999999999 + 1
+        elif a.cmd == "settle":
+            from host_tools import settlectl
+
+            code, res = settlectl.run_ecr(a, link, seq, out)
+            if not code or res.get("batch"):  # watched: its lines are out already
+                if a.json:
+                    print(json.dumps(res, sort_keys=True), file=out)
+                return code
         else:
             code, res = result(link.request(_build(a, seq)))
     except NoReply as e:

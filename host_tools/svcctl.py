@@ -9,7 +9,7 @@ from host_tools import evdecode, svclink
 from host_tools.explain import timeline
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_NO_REPLY = 0, 1, 2, 3
-PRIVILEGED = ("retry", "reprint", "report", "clock")
+PRIVILEGED = ("retry", "reprint", "report", "clock", "settle")
 LOGS_MAX = 32768
 
 
@@ -288,6 +288,13 @@ def run(a, c, out=None, err=None):
     if cmd == "outbox":
         res = {"entries": outbox_entries(c)}
         text = _outbox_lines(res["entries"])
+    elif cmd == "settle":
+        from host_tools import settlectl
+
+        code, res = settlectl.run_console(a, c, tech_key(a), out)
+        if a.json:
+            out.write(json.dumps(res, sort_keys=True) + "\n")
+        return code
     elif cmd in PRIVILEGED:
         key = tech_key(a)
         if cmd == "reprint":

@@ -1,6 +1,6 @@
 # Terminal application: boot sequence, wiring, and the task supervisor.
 # Tasks: console reader + service link, console output, watchdog feed, ECR intake, host
-# sender, printer, housekeeping. A task that raises is logged and restarted; bad input
+# sender, settlement, printer, housekeeping. A task that raises is logged and restarted; bad input
 # never ends it.
 import asyncio
 import gc
@@ -118,8 +118,11 @@ class Terminal:
                                    board.uart_baud("printer", cfg["printer_baud"]), cfg["printer"])
             self.printer.host_up = lambda: self.sender.host_up
         mark = self._held("staff+printer", mark)
+        from refund.settle import Settlement
+
+        self.settle = Settlement(self.ob, self.link, self.sender, cfg, log, board.now, self.printer)
         self.intake = Intake(self.ob, self.staff, cfg, log, board.now, printer=self.printer,
-                             host_up=lambda: self.sender.host_up, recent=recent)
+                             host_up=lambda: self.sender.host_up, recent=recent, settle=self.settle)
         self._held("intake", mark)
         log("app", "heap held: " + " ".join("%s %d" % kv for kv in sorted(self.heap.items())))
         self.ecr = uarts.get("ecr")
@@ -137,13 +140,14 @@ class Terminal:
 
     def _changed(self, seq, state):
         self.sender.wake()
+        self.settle.wake()
         if self.printer is not None:
             self.printer.wake()
 
     def tasks(self):
         from refund import ecr
 
-        out = [("sender", self.sender.run), ("housekeeping", self._housekeeping)]
+        out = [("sender", self.sender.run), ("settle", self.settle.run), ("housekeeping", self._housekeeping)]
         if self.printer is not None:
             out.append(("printer", self.printer.run))
         if self.ecr is not None:
@@ -171,7 +175,8 @@ class Terminal:
 
     def status(self):
         st = {"outbox": self.ob.stats(), "host": {"up": self.sender.host_up, "link": self.link.stats,
-                                                 "sender": self.sender.stats}}
+                                                 "sender": self.sender.stats},
+              "settle": self.settle.status()}
         if self.printer is not None:
             st["printer"] = self.printer.status()
         return st

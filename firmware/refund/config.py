@@ -5,7 +5,7 @@
 import json
 from binascii import unhexlify
 from refund import staff as _staff
-from refund.chars import printable
+from refund.chars import digits, printable
 
 PATH = "/flash/config.json"
 
@@ -29,6 +29,7 @@ DEFAULTS = {
     "evlog_segments": 8,
     "printer_baud": None,  # the printer's line rate; None: the board's (its UART role table)
     "printer": {},  # printer settings (refund.prlink.DEFAULTS keys)
+    "settle_at": "",  # daily settlement at this local time "HH:MM" ("" = off)
 }
 BAUDS = (1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200, 230400, 460800, 921600)
 REQUIRED = ("terminal_id", "merchant_id", "mac_key", "host")
@@ -235,7 +236,23 @@ def validate(c, file_keys=None):
     _check_printer(errs, c.get("printer_baud"), c.get("printer"))
     _int_in(errs, "evlog_cap", c.get("evlog_cap"), 16384, 16 * 1024 * 1024)
     _int_in(errs, "evlog_segments", c.get("evlog_segments"), 2, 64)
+    try:
+        settle_minutes(c.get("settle_at"))
+    except ValueError:
+        errs.append("settle_at: must be a local time \"HH:MM\" (00:00 to 23:59) or \"\" (off)")
     return errs
+
+
+def settle_minutes(v):
+    """settle_at "HH:MM" -> minutes after local midnight; None for "" (off); ValueError."""
+    if v == "":
+        return None
+    if not isinstance(v, str) or len(v) != 5 or v[2:3] != ":" or not digits(v[:2] + v[3:], 4, 4):
+        raise ValueError("settle_at")
+    h, m = int(v[:2]), int(v[3:])
+    if h > 23 or m > 59:
+        raise ValueError("settle_at")
+    return h * 60 + m
 
 
 def from_dict(file_cfg, board_defaults=None):

@@ -1,4 +1,4 @@
-# ECR command handling: REFUND, QUERY, CANCEL, LIST (docs/ecr-link.md).
+# ECR command handling: REFUND, QUERY, CANCEL, LIST; SETTLE in refund.settlecmd (docs/ecr-link.md).
 # Guards before anything is queued: request form, test credentials on a real board,
 # amount cap, allowed currency, original RRN, operator PIN, supervisor above the
 # threshold / for a confirmed duplicate / for CANCEL, the duplicate guard (same
@@ -13,7 +13,7 @@ import asyncio
 import hashlib
 from micropython import const
 from refund import record as R
-from refund import config, evlog, rules
+from refund import config, evlog, rules, settlecmd
 from refund.chars import digits
 from refund.recent import Recent, recent_cap
 from refund.errors import Refused, BadTransition
@@ -25,8 +25,8 @@ _LIST_PAGE = const(32)
 _AMOUNT_DIGITS = const(12)
 # states in which an earlier refund makes a new one a possible duplicate
 _DUP_STATES = (R.QUEUED, R.APPROVED, R.PRINTED)
-_STAFF_CMDS = ("REFUND", "CANCEL", "REPRINT", "REPORT")  # staff PINs: resends answered from the cache
-_PRINT_CMDS = ("REPRINT", "REPORT")
+_STAFF_CMDS = ("REFUND", "CANCEL", "REPRINT", "REPORT", "SETTLE")  # PINs: resends answered from the cache
+_ONCE_CMDS = ("REPRINT", "REPORT", "SETTLE")  # a resend must not print (or settle) twice
 _JOB_TRIES = const(3)
 _JOB_WAIT_S = const(60)
 
@@ -53,11 +53,13 @@ class Intake:
     with "seq" and "cmd". The reply carries "state" (and "rid") or "err" + "text"."""
 
     def __init__(self, outbox, staff, cfg, log, now, recent_max=None, printer=None, host_up=None,
-                 recent=None):
+                 recent=None, settle=None):
         """printer: refund.printer.Printer (None: not wired); host_up(): bool, for STATUS;
         recent: a Recent made earlier (the app makes it before recovery, while the heap is
-        whole), else one of recent_max (default recent_cap()) entries is made here."""
+        whole), else one of recent_max (default recent_cap()) entries is made here;
+        settle: refund.settle.Settlement (None: SETTLE is not available)."""
         self.ob = outbox
+        self.settle = settle
         self.printer = printer
         self.host_up = host_up
         self.staff = staff
@@ -174,13 +176,12 @@ class Intake:
                 rep = self._cached(seq, dg)
                 if rep is None:
                     rep = self._staff_cmd(cmd, req, seq)
-                    # A refusal, or a print started (a resend must not print twice).
-                    if "err" in rep or cmd in _PRINT_CMDS:
+                    if "err" in rep or cmd in _ONCE_CMDS:
                         self._cache_put(seq, dg, rep)
                 else:
                     self.stats["resends"] += 1
-                    self.log("intake", "seq %s: resend of a refused %s: same answer %s"
-                             % (seq, cmd, rep["err"]))
+                    self.log("intake", "seq %s: resend of %s: same answer %s"
+                             % (seq, cmd, rep.get("err", "as before")))
             elif cmd == "QUERY":
                 rep = self._query(req)
             elif cmd == "LIST":
@@ -189,7 +190,7 @@ class Intake:
                 rep = self.summary()
             else:
                 rep = _refuse("unknown_command", "unknown command (REFUND, QUERY, CANCEL, "
-                              "LIST, STATUS, REPRINT, REPORT)")
+                              "LIST, STATUS, REPRINT, REPORT, SETTLE)")
         except MemoryError as e:
             # Not cached: the ECR's resend of this seq is handled afresh (and finds the
             # refund if it was accepted before the heap ran out).
@@ -210,6 +211,8 @@ class Intake:
             return self._refund(req, seq)
         if cmd == "CANCEL":
             return self._cancel(req)
+        if cmd == "SETTLE":
+            return settlecmd.ecr_settle(self, req)
         return self._print_cmd(cmd, req)
 
     # ---- printer and status (staff) --------------------------------------------------
@@ -279,6 +282,7 @@ class Intake:
             if not e["stale"]:
                 break
             rep["stale"] += 1
+        settlecmd.status_fields(rep, self.settle)
         if self.printer is None:
             rep["printer"] = "none"
         else:

@@ -50,7 +50,7 @@ class Printer:
         self.cfg = cfg
         self.log = log
         self.now = now
-        self.counts = {"printed": 0, "reprints": 0, "slips": 0, "reports": 0, "notices": 0, "garbage": 0,
+        self.counts = {"printed": 0, "reprints": 0, "slips": 0, "reports": 0, "settlements": 0, "notices": 0, "garbage": 0,
                        "untrusted_status": 0, "aborted": 0, "absent": 0, "failed": 0,
                        "bytes": 0, "xoff_count": 0}
         self.link = Link(stream, baud, self.o, self.counts, log, self._set)
@@ -139,6 +139,15 @@ class Printer:
             ok = await self._job(receipt.queue_report(Q.Live(self.ob), self.cfg, self.now()), None)
         if ok:
             self.counts["reports"] += 1
+        return self._result(ok)
+
+    async def slip(self, gen):
+        """A settlement slip (refund.settleslip chunks); the caller keeps it owed."""
+        self.link.start()
+        async with self._lock:
+            ok = await self._job(gen, None)
+        if ok:
+            self.counts["settlements"] += 1
         return self._result(ok)
 
     def _result(self, ok):

@@ -25,7 +25,7 @@ _WRITE_MS = const(5000)  # a reply nobody reads for this long is abandoned
 _NONCE_MS = const(60000)
 _LOCK_AFTER = const(5)
 _LOCK_MS = const(60000)
-_PRIV = ("retry", "reprint", "report", "clock")
+_PRIV = ("retry", "reprint", "report", "clock", "settle")
 
 
 class Err(Exception):
@@ -198,7 +198,7 @@ class Service:
                 "host": {"up": t.sender.host_up, "connected": t.link.up()},
                 "printer": None if p is None else {"state": p["state"], "detail": p["detail"],
                                                    "rid": p["rid"]},
-                "batch": _batch(t.ob.batch_info())}
+                "batch": _batch(t.ob.batch_info()), "settle": t.settle.status()}
 
     async def c_outbox(self, rid, req):
         t = self._term()
@@ -330,6 +330,14 @@ class Service:
             raise Err("no_printer", "no printer is wired to this terminal")
         asyncio.create_task(t.intake.print_job(t.printer.queue_report, "queue report", "tech"))
         return {"print": "started", "total": t.ob.live}
+
+    async def c_settle(self, rid, req):
+        t = self._term()
+        try:
+            started, b = t.settle.start("technician")
+        except OSError as e:
+            raise Err("flash_error", "could not record the settlement start (%s)" % e)
+        return {"settle": "started" if started else "running", "batch": b}
 
     async def c_clock(self, rid, req):
         v = req.get("t")

@@ -18,12 +18,14 @@ def settlement(s, cfg):
     """s: {"batch": int, "ts": UTC s closed, "date": host MMDD or "", "totals":
     [(currency, count, total minor units), ...] (as closed), "diffs": [(rid, what,
     host amount or None, currency)], "diff_n": differences in all (diffs may hold
-    fewer)}. Yields ESC/POS chunks."""
+    fewer), "again": a copy after one cut short (marked REPRINT)}. Yields ESC/POS chunks."""
     cols = RC.columns(cfg)
     diffs = s.get("diffs") or ()
     n = max(s.get("diff_n", 0), len(diffs))
     yield RC.head(cfg, cols)
     yield RC.styled(_TITLE, cols, 1, 2, True)
+    if s.get("again"):
+        yield RC.styled(RC.REPRINT, cols, 1, 1, True)  # the first copy was cut short
     yield RC.rule(cols)
     yield RC.ids(cfg, cols)
     yield RC.kv_bytes("批次号 BATCH", "%06d" % s["batch"], cols)
