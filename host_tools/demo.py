@@ -4,7 +4,10 @@ Starts the payment host simulator, the ESC/POS printer emulator (on a 115200-bau
 null-modem) and the terminal application on the virtual board, then plays a day through
 refundctl on the ECR tty: refunds, a host outage with refunds queued meanwhile, a
 decline, paper out in the middle of a receipt, a cancel, a power cut. It waits for the
-outbox to drain, pulls a service bundle from the terminal's USB console the way a
+outbox to drain and ends the day with a settlement that agrees (`refundctl settle
+--supervisor 99 ...`); then a second day whose settlement finds the refund the host lost
+(batch upload, the difference by rid on the slip and in `refundctl explain`). It pulls
+a service bundle from the terminal's USB console the way a
 technician does (`refundctl --port CONSOLE bundle -o bundle.zip`, README "Troubleshooting
 a terminal") and prints a summary: refund states, receipt files, the reconciliation of
 the host ledger against the terminal's records, and where the receipts (.png always:
@@ -101,17 +104,61 @@ def main():
         say("-- waiting for the outbox to drain")
         for k in sorted(rids):
             shop.wait_state(rids[k], ("printed", "declined", "cancelled"), timeout=60)
+        settled = []
+        say("-- end of day 1: supervisor 99 settles (refundctl --port ECR settle --supervisor 99 ...)")
+        settled.append(settle(shop))
+        say("-- day 2: two refunds; the host then loses one of them (--settle-fault missing:RID)")
+        for k, amt, orrn in (("I", 900, "SALE00000008"), ("J", 2500, "SALE00000005")):
+            rids[k] = show(shop, "refund", shop.refund(amt, orrn))["rid"]
+        for k in ("I", "J"):
+            show(shop, "  %s" % k, shop.wait_state(rids[k], ("printed",), timeout=60))
+        shop.sim.faults.settle_missing.append(rids["I"])
+        say("-- end of day 2: settlement")
+        settled.append(settle(shop))
+        say("-- technician: refundctl --port %s explain %s" % (shop.board.ends["console"], rids["I"]))
+        for line in console(shop, ["explain", rids["I"]]).splitlines():
+            say("   " + line)
         say("-- technician: refundctl --port %s bundle -o %s/bundle.zip" % (shop.board.ends["console"], work))
         bundle = pull_bundle(shop, work)
         say("   %d log records, %d outbox entries" % (bundle["records"], bundle["entries"]))
-        summary(shop, rids, work, bundle)
+        summary(shop, rids, work, bundle, settled)
     finally:
         shop.close()
     return 0
 
 
+def settle(shop):
+    """refundctl settle on the ECR tty as a supervisor would, its lines shown."""
+    shop.seq += 1
+    r = subprocess.run([CTL, "--port", shop.board.ends["ecr"], "--link", "ecr", "--seq", str(shop.seq), "settle",
+                        "--supervisor", "99", "--supervisor-pin", "9999"],
+                       capture_output=True, text=True, timeout=300)
+    shop.record("ctl.log", r.stdout + r.stderr)
+    for line in (r.stdout + r.stderr).splitlines():
+        say("   " + line)
+    if r.returncode != 0:
+        raise SystemExit("demo: refundctl settle failed")
+    return r.stdout.strip().splitlines()[-1]
+
+
+def console(shop, args):
+    """refundctl on the USB console (the shop's own reader set aside meanwhile)."""
+    board = shop.board
+    board.out += board.console.read(1 << 20)  # keep the log lines said so far (console.log)
+    board.console.close()  # one reader of the USB port at a time, as on a real terminal
+    try:
+        r = subprocess.run([CTL, "--port", board.ends["console"]] + args, capture_output=True,
+                           text=True, timeout=120)
+        shop.record("ctl.log", r.stdout + r.stderr)
+        if r.returncode != 0:
+            raise SystemExit("demo: refundctl %s failed: %s" % (args[0], r.stderr.strip()))
+        return r.stdout
+    finally:
+        board.console.open()
+
+
 def _kind(text):
-    for mark, what in (("PENDING", "pending notice"), ("DECLINE", "decline slip"),
+    for mark, what in (("SETTLEMENT", "settlement slip"), ("PENDING", "pending notice"), ("DECLINE", "decline slip"),
                        ("QUEUE", "queue report"), ("REPRINT", "REPRINT"),
                        ("CARDHOLDER COPY", "cardholder copy"), ("MERCHANT COPY", "merchant copy")):
         if mark in text:
@@ -122,26 +169,15 @@ def _kind(text):
 def pull_bundle(shop, work):
     """refundctl bundle on the console, as README's "Troubleshooting a terminal" does it;
     report.html is taken out of the zip next to it, to be opened in a browser."""
-    board = shop.board
-    board.out += board.console.read(1 << 20)  # keep the log lines said so far (console.log)
-    board.console.close()  # one reader of the USB port at a time, as on a real terminal
-    try:
-        out = os.path.join(work, "bundle.zip")
-        r = subprocess.run([CTL, "--port", board.ends["console"], "bundle", "-o", out, "--json"],
-                           capture_output=True, text=True, timeout=120)
-        shop.record("ctl.log", r.stdout + r.stderr)
-        if r.returncode != 0:
-            raise SystemExit("demo: refundctl bundle failed: %s" % r.stderr.strip())
-        res = json.loads(r.stdout.strip().splitlines()[-1])
-    finally:
-        board.console.open()
+    out = os.path.join(work, "bundle.zip")
+    res = json.loads(console(shop, ["bundle", "-o", out, "--json"]).strip().splitlines()[-1])
     with zipfile.ZipFile(out) as z:
         z.extract("report.html", work)
     res["report"] = os.path.join(work, "report.html")
     return res
 
 
-def summary(shop, rids, work, bundle):
+def summary(shop, rids, work, bundle, settled=()):
     print("\n== refunds")
     states = {}
     for k in sorted(rids):
@@ -173,6 +209,18 @@ def summary(shop, rids, work, bundle):
     for rid in extra:
         ok &= net[rid] == 0
         print("  %-12s not on the terminal, host moved %d" % (rid, net[rid]))
+    print("\n== settlement: terminal vs host, per batch")
+    closes = {e["batch"]: e for e in shop.sim.settlements if e["type"] == "settlement"}
+    diffs = shop.sim.differences()
+    for line in settled:
+        print("  terminal: " + line)
+    for b in sorted(closes):
+        e = closes[b]
+        mine = [d for d in diffs if d["batch"] == b]
+        print("  host:     batch %s closed: %d refunds, %d (currency %s)%s" % (
+            b, e["count"], e["total"], e["currency"], "".join(
+                "; difference %s %s" % (d["rid"], d["kind"]) for d in mine) or "; agreed"))
+    ok &= len(closes) == len(settled)
     docs = shop.printer.receipts
     pngs = sum(1 for d in docs if d["files"]["png"])
     font = shop.printer.font_path
@@ -180,7 +228,7 @@ def summary(shop, rids, work, bundle):
     for q in states.values():
         counts[q.get("state")] = counts.get(q.get("state"), 0) + 1
     print("\n== what happened")
-    print("  %d refunds (%s) through a host outage, a paper out and a power cut; %s"
+    print("  %d refunds (%s) through a host outage, a paper out, a power cut and two settlements; %s"
           % (len(states), ", ".join("%d %s" % (counts[k], k) for k in sorted(counts)),
              "RECONCILED: the host moved exactly what the terminal approved" if ok else "NOT RECONCILED"))
     print("\n== where it is (%.0f s)" % (time.time() - T0))

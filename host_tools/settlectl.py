@@ -53,7 +53,7 @@ def watch(a, started, poll, out):
             if not a.json:
                 tot = ", ".join("%s: %d refunds, %d" % (c, n, t) for c, n, t in last["totals"]) or "no refunds"
                 out.write("batch %06d closed (%s)%s\n" % (
-                    b, tot, "; %d differences: see the slip and `refundctl explain RID`" % last["diff_n"]
+                    b, tot, "; %d difference%s: see the slip and `refundctl explain RID`" % (last["diff_n"], "s" if last["diff_n"] > 1 else "")
                     if last["diff_n"] else "; totals agree"))
             return EXIT_OK, res
         if (phase, detail) != seen and phase != "idle":

@@ -27,6 +27,16 @@ def test_make_demo_without_a_cjk_font_writes_pngs_and_says_where_everything_is(t
     for p in receipts:
         assert p.endswith(".png") and os.path.getsize(p) > 1000, p
     assert "RECONCILED: the host moved exactly what the terminal approved" in out
+    # Two days settled: the first agrees, the second finds the refund the host lost.
+    sett = out[out.index("== settlement"):out.index("== what happened")]
+    host = re.findall(r"^  host: +batch (\d{6}) closed: (\d+) refunds, (\d+) .*; (.*)$", sett, re.M)
+    assert [(b, why.split(" ")[0]) for b, _n, _t, why in host] == [("000001", "agreed"), ("000002", "difference")], sett
+    lost = re.search(r"difference (\S+) missing", sett).group(1)
+    assert "SETTLEMENT DIFFERENCE batch 000002 currency 156" in out and "explain %s" % lost in out
+    slips = re.findall(r"^  (\S+receipt-\d{4}\.png)  settlement slip", out, re.M)
+    assert len(slips) == 2, out
+    with open(slips[1][:-4] + ".txt", encoding="utf-8") as f:
+        assert lost in f.read()
     tail = out[out.index("== where it is"):]
     where = dict(re.findall(r"^  (receipts|ledger|bundle|report) +(\S+)", tail, re.M))
     assert set(where) == {"receipts", "ledger", "bundle", "report"}, tail
