@@ -30,6 +30,7 @@ HEADINGS = {
     "svc": ("## Service link: log pull",),
     "memory": ("## Memory per build",),
     "mpl": ("## micropython-lib against our own code",),
+    "settle": ("## Settlement: one batch",),
 }
 
 
@@ -185,6 +186,36 @@ def drain_md(d):
     return L + [""]
 
 
+def settle_md(d):
+    lat = d["latency_ms"]
+    rows = d["rows"]
+    agree = [r for r in rows if not r["upload"]]
+    up = [r for r in rows if r["upload"]]
+    base = agree[0]
+    L = ["## Settlement: one batch (issue 13)", "",
+         "The terminal's own parts (`refund.app.Terminal`: outbox, sender, settlement task; "
+         "`host_tools/mp/settle_run.py`), a batch of N approved refunds, the host simulator "
+         "with %d ms latency on loopback; time from the start (the batch cut) to the batch "
+         "closed durably (no printer: the slip is not in it). Agreeing: one 0500 per currency, "
+         "whatever N (goal: within 1.5x of the %d-refund batch). Full upload: the host lost one "
+         "refund, so 0500 -> 95, a 0320 for every refund, then 0500 960000 (goal: <= 1.5 x N x "
+         "%d ms)." % (lat, base["n"], lat), "",
+         "| batch | refunds | ms | ratio | goal | list pass (ms, blocking) | upload ms | window |",
+         "|---|---:|---:|---:|---|---:|---:|---:|"]
+    for r in agree:
+        L.append("| agreeing (00) | %d | %d | %.2f x the %d-refund batch | <= 1.5 | - | - | - |"
+                 % (r["n"], r["ms"], r["ms"] / float(base["ms"]), base["n"]))
+    for r in up:
+        L.append("| full upload (95, %d differences) | %d | %d | %.2f x N x %d ms | <= 1.5 | %d | %d | %d |"
+                 % (r["diff_n"], r["n"], r["ms"], r["ms"] / float(r["n"] * lat), lat,
+                    r.get("collect_ms", 0), r.get("upload_ms", 0), r.get("window", 0)))
+    L += ["", "The list pass reads the batch's approved refunds from the history, the journal "
+          "and the live entries into the upload list on flash in one go, without yielding (so "
+          "no other task changes the outbox under it): the only part of settlement that holds "
+          "the terminal, once per upload.", ""]
+    return L
+
+
 def poison_md(d):
     L = ["## Host link: one poisoned entry (issue 4)", "",
          "Same drain (window 4, %d ms latency); the host never answers the first refund. "
@@ -302,8 +333,9 @@ def mpl_md(d):
 
 RENDER = {"outbox": outbox_md, "compaction": compaction_md, "growth": growth_md, "drain": drain_md,
           "poison": poison_md, "receipt": receipt_md, "terminal": terminal_md, "memory": memory_md,
-          "mpl": mpl_md}
-ORDER = ("outbox", "compaction", "growth", "drain", "poison", "receipt", "terminal", "svc", "memory", "mpl")
+          "mpl": mpl_md, "settle": settle_md}
+ORDER = ("outbox", "compaction", "growth", "drain", "poison", "settle", "receipt", "terminal", "svc", "memory",
+         "mpl")
 
 
 def section_md(name, sec):

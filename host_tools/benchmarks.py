@@ -120,6 +120,58 @@ def drain_section(tmp):
     return {"n": n, "latency_ms": lat, "rows": rows}
 
 
+def settle_section(tmp):
+    """Settlement of a batch of N refunds on the terminal's own parts (host_tools/mp/
+    settle_run.py), host simulator at 10 ms latency: agreeing (00) and with a full upload
+    (the host lost one refund: 95, every refund uploaded, 960000)."""
+    from host_tools.fwrun import KEY
+    from host_tools.hostsim import Faults, HostSim
+    from host_tools.shop import BENCH_CFG
+
+    lat = 10
+    script = os.path.join(REPO, "host_tools", "mp", "settle_run.py")
+    rows = []
+
+    def run(img, cfg, **env):
+        e = vboard.board_env(img)
+        e["MICROPYPATH"] = vboard.mp_path(vboard.FIRMWARE)
+        e["REFUND_CONFIG"] = cfg
+        e.update({k: str(v) for k, v in env.items()})
+        r = subprocess.run([vboard.micropython(), "-X", "heapsize=512k", script], env=e,
+                           capture_output=True, text=True, timeout=900)
+        if r.returncode != 0:
+            raise RuntimeError(r.stdout[-3000:] + r.stderr[-3000:])
+        return r.stdout
+
+    for n, upload in ((10, False), (100, False), (500, False), (100, True), (500, True)):
+        sim = HostSim(bytes.fromhex(KEY), seed=3, faults=Faults())
+        sim.start()
+        img = os.path.join(tmp, "settle-%d.img" % n)
+        try:
+            with open(BENCH_CFG) as f:
+                c = json.load(f)
+            c["host"] = "127.0.0.1:%d" % sim.port
+            cfg = img + ".config.json"
+            with open(cfg, "w") as f:
+                json.dump(c, f)
+            run(img, cfg, SETTLE_MODE="fill", SETTLE_N=n)
+            sim.faults.latency_ms = lat
+            if upload:  # the host lost the first refund: 95, then the whole batch is uploaded
+                sim.faults.settle_missing.append(sorted(r for (_t, r) in sim.refunds)[0])
+            out = run(img, cfg, SETTLE_MODE="settle")
+            res = json.loads([l for l in out.splitlines() if l.startswith("RESULT ")][-1][7:])
+        finally:
+            sim.stop()
+            for p in (img, img + ".config.json"):
+                if os.path.exists(p):
+                    os.remove(p)
+        res.update(n=n, upload=upload)
+        rows.append(res)
+        print("bench settle: %d refunds%s: %d ms" % (n, " with upload" if upload else "", res["ms"]),
+              file=sys.stderr, flush=True)
+    return {"latency_ms": lat, "rows": rows}
+
+
 def poison_section(tmp):
     from host_tools.fwrun import KEY, run_terminal
     from host_tools.hostsim import Faults, HostSim
@@ -284,7 +336,7 @@ def _now():
 SECTIONS = bench_doc.ORDER
 RUN = {"outbox": outbox_section, "compaction": compaction_section, "growth": growth_section,
        "drain": drain_section, "poison": poison_section, "receipt": None, "terminal": terminal_section,
-       "svc": svc_section, "memory": memory_section, "mpl": mpl_section}
+       "svc": svc_section, "memory": memory_section, "mpl": mpl_section, "settle": settle_section}
 _BUILD = {}
 
 

@@ -19,6 +19,7 @@ import asyncio
 import gc
 import json
 import os
+import time
 from micropython import const
 from refund import batch as B
 from refund import evlog, settlemsg as S
@@ -70,6 +71,7 @@ class Settlement:
         self.detail = ""
         self.unresolved = 0
         self.uploaded = 0
+        self.took = {}  # ms of the last collect pass and upload (bench, status)
         self.st = self._read(self._path)  # the running settlement, None if none
         self.last = self._read(self._path + ".last")  # summary of the last one closed
         if self.st is not None and self.last is not None and self.last["b"] == self.st["b"]:
@@ -312,9 +314,13 @@ class Settlement:
     async def _upload(self, b, curs):
         st = self.st
         self.phase = UPLOAD
+        t0 = time.ticks_ms()
         if not exists(self._up):
             n = self._collect(b, curs)
-            self.log("settle", "batch %06d: uploading %d refunds" % (b, n))
+            self.took["collect_ms"] = time.ticks_diff(time.ticks_ms(), t0)
+            self.log("settle", "batch %06d: uploading %d refunds (list made in %d ms)"
+                     % (b, n, self.took["collect_ms"]))
+            t0 = time.ticks_ms()
         st["diffs"], st["diff_n"] = [], 0  # an upload cut short is made again in full
         self.uploaded = 0
         gc.collect()
@@ -329,6 +335,8 @@ class Settlement:
             # make the list again and upload it again, 0321 repeats being harmless.
             remove(self._up)
             raise OSError("upload list unreadable: %r" % (self._bad,))
+        self.took["upload_ms"] = time.ticks_diff(time.ticks_ms(), t0)
+        self.took["window"] = w
         st["up"] = 1
         self._save()
         evlog.flush()
