@@ -250,8 +250,9 @@ class Settlement:
         self._save()
 
     async def _wait_retry(self, attempt, why):
+        # The sender's backoff base (host_link.backoff_base_ms), doubling, at most 30 s.
         self.detail = "settlement waiting: %s" % why
-        ms = min(_RETRY_CAP_MS, _RETRY_MS << min(attempt, 5))
+        ms = min(_RETRY_CAP_MS, self.sender.cfg["backoff_base_ms"] << min(attempt, 6))
         await asyncio.sleep_ms(ms)
 
     async def _ask(self, req, what, attempt):
@@ -268,32 +269,36 @@ class Settlement:
             return None
         return ans
 
-    async def _recon(self, b, c, r, phase):
-        first = phase == S.FIRST
-        stan = r["s1"] if first else r["s2"]
-        self.phase = RECON
-        self.detail = "batch %06d currency %s: %s" % (b, c, "reconciling" if first else "after upload")
+    async def _until(self, build, check, rid=""):
+        """build(repeat) -> request; sent until check(request, answer) takes an answer
+        (its result). Refused answers are no answer: logged, repeated later."""
         repeat = self._resumed
         attempt = 0
         while True:
-            t = self.sender
-            req = S.build_0500(t.tid, t.mid, int(c), b, r["n"], r["t"], stan, _f7(self.now()),
-                               phase, repeat)
+            req = build(repeat)
             repeat = True
             ans = await self._ask(req, req["t"], attempt)
             attempt += 1
             if ans is None:
                 continue
             try:
-                res = S.check_0510(req, ans)
+                return check(req, ans)
             except S.NoAnswer as e:
-                self.log("settle", "0510 for batch %06d not taken: %s; repeating" % (b, e.reason),
-                         level="WARN")
-                evlog.event("settle_noanswer", level="W", mti="0510", reason=e.reason)
+                self.log("settle", "answer to %s %s not taken: %s; repeating" % (req["t"], rid, e.reason),
+                         level="WARN", ev=False)
+                evlog.event("settle_noanswer", rid, level="W", mti=req["t"], reason=e.reason)
                 await self._wait_retry(attempt, "host answer not taken (%s)" % e.reason)
-                continue
-            evlog.event("settle_answer", batch="%06d" % b, cur=c, phase=phase, code=res["code"])
-            return res
+
+    async def _recon(self, b, c, r, phase):
+        first = phase == S.FIRST
+        stan = r["s1"] if first else r["s2"]
+        self.phase = RECON
+        self.detail = "batch %06d currency %s: %s" % (b, c, "reconciling" if first else "after upload")
+        t = self.sender
+        res = await self._until(lambda rep: S.build_0500(t.tid, t.mid, int(c), b, r["n"], r["t"], stan,
+                                                         _f7(self.now()), phase, rep), S.check_0510)
+        evlog.event("settle_answer", batch="%06d" % b, cur=c, phase=phase, code=res["code"])
+        return res
 
     # ---- upload -----------------------------------------------------------------------
 
@@ -367,24 +372,10 @@ class Settlement:
 
     async def _up_one(self, b, e):
         t = self.sender
-        repeat = self._resumed
-        attempt = 0
-        while True:
-            req = S.build_0320(t.tid, t.mid, b, e, _f7(self.now()), t.localtime, repeat)
-            repeat = True
-            ans = await self._ask(req, req["t"], attempt)
-            attempt += 1
-            if ans is None:
-                continue
-            try:
-                v = S.check_0330(req, ans)
-            except S.NoAnswer as x:
-                evlog.event("settle_noanswer", e["rid"], level="W", mti="0330", reason=x.reason)
-                await self._wait_retry(attempt, "upload answer not taken (%s)" % x.reason)
-                continue
-            if v["host"] != "ok":
-                self._diff(b, e["rid"], v["host"], v["amount"], e["currency"])
-            return
+        v = await self._until(lambda rep: S.build_0320(t.tid, t.mid, b, e, _f7(self.now()), t.localtime, rep),
+                              S.check_0330, e["rid"])
+        if v["host"] != "ok":
+            self._diff(b, e["rid"], v["host"], v["amount"], e["currency"])
 
     def _diff(self, b, rid, what, amount, cur):
         st = self.st
