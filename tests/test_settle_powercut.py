@@ -130,6 +130,7 @@ def base(tmp_path_factory):
 def verify(b, out1, out2, rids, lost, where):
     """out1: the cut run's output, out2: the resumed run's."""
     assert "DONE" in out2, where + out2[-3000:]
+    assert "LOADED False" in out2, where + "the settlement task was not unloaded after it ended"
     ent, bat, last = _facts(out2)
     more = _acks(out1)  # acknowledged while settling (before the power went)
     assert last == (1, 1), where + "last settlement %r" % (last,)

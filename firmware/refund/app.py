@@ -118,9 +118,9 @@ class Terminal:
                                    board.uart_baud("printer", cfg["printer_baud"]), cfg["printer"])
             self.printer.host_up = lambda: self.sender.host_up
         mark = self._held("staff+printer", mark)
-        from refund.settle import Settlement
+        from refund.settlecmd import Gate
 
-        self.settle = Settlement(self.ob, self.link, self.sender, cfg, log, board.now, self.printer)
+        self.settle = Gate(self._settlement, self.ob, cfg, log, board.now)  # refund.settle on demand
         self.intake = Intake(self.ob, self.staff, cfg, log, board.now, printer=self.printer,
                              host_up=lambda: self.sender.host_up, recent=recent, settle=self.settle)
         self._held("intake", mark)
@@ -131,6 +131,11 @@ class Terminal:
 
             self.ecr_parser = Parser()  # reused by every restart of the ECR task
         self.ob.on_change = self._changed
+
+    def _settlement(self):
+        from refund.settle import Settlement
+
+        return Settlement(self.ob, self.link, self.sender, self.cfg, log, self.board.now, self.printer)
 
     def _held(self, part, mark):
         gc.collect()

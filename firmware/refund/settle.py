@@ -25,10 +25,9 @@ from refund import batch as B
 from refund import evlog, settlemsg as S
 from refund.hostlink import TIMEOUT
 from refund.journal import exists, remove
-from refund.config import settle_minutes
 from refund.receipt import civil
+from refund.settlecmd import IDLE, last_summary, read_state
 
-IDLE = "idle"
 WAITING = "waiting"  # unknown outcomes in the cut batch, or the host unreachable
 RECON = "reconciling"
 UPLOAD = "uploading"
@@ -39,17 +38,11 @@ _KEEP = const(40)  # differences kept by rid for the slip and status (all are ev
 _RETRY_MS = const(1000)
 _RETRY_CAP_MS = const(30000)
 _POLL_MS = const(1000)
-_AUTO_MS = const(5000)  # settle_at is checked this often (a few ms of work)
 
 
 def _f7(t):
     y, mo, d, h, mi, s = civil(t)
     return "%02d%02d%02d%02d%02d" % (mo, d, h, mi, s)
-
-
-def _day(t):
-    y, mo, d, h, mi, s = civil(t)
-    return y * 10000 + mo * 100 + d, h * 60 + mi
 
 
 class Settlement:
@@ -65,15 +58,14 @@ class Settlement:
         self.printer = printer
         self._path = ob.root + "/settle"
         self._up = ob.root + "/settle.up"
-        self._at = settle_minutes(cfg.get("settle_at", ""))
         self._wake = asyncio.Event()
         self.phase = IDLE
         self.detail = ""
         self.unresolved = 0
         self.uploaded = 0
         self.took = {}  # ms of the last collect pass and upload (bench, status)
-        self.st = self._read(self._path)  # the running settlement, None if none
-        self.last = self._read(self._path + ".last")  # summary of the last one closed
+        self.st = read_state(self._path)  # the running settlement, None if none
+        self.last = read_state(self._path + ".last")  # summary of the last one closed
         if self.st is not None and self.last is not None and self.last["b"] == self.st["b"]:
             self._drop()  # it ended: the power went before its state file was removed
         self._resumed = self.st is not None
@@ -85,14 +77,6 @@ class Settlement:
             log("settle", "batch %06d: settlement resumes" % self.st["b"])
 
     # ---- durable state ----------------------------------------------------------------
-
-    def _read(self, p):
-        try:
-            with open(p) as f:
-                d = json.load(f)
-            return d if isinstance(d, dict) and isinstance(d.get("b"), int) else None
-        except (OSError, ValueError):
-            return None
 
     def _save(self, d=None, p=None):
         p = p or self._path
@@ -131,20 +115,15 @@ class Settlement:
             d["unresolved"] = self.unresolved
             d["uploaded"] = self.uploaded
             d["diff_n"] = st["diff_n"]
-        la = self.last
-        if la is not None:
-            d["last"] = {"batch": la["b"], "closed": la.get("closed", 0), "date": la.get("date", ""),
-                         "diff_n": la.get("diff_n", 0), "totals": la.get("totals", [])}
+        if self.last is not None:
+            d["last"] = last_summary(self.last)
         return d
 
     # ---- the task ---------------------------------------------------------------------
 
     async def run(self):
-        while True:
-            if self.st is None:
-                self.phase, self.detail = IDLE, ""
-                await self._idle()
-                continue
+        """Until no settlement is left (refund.settlecmd.Gate then unloads this module)."""
+        while self.st is not None:
             try:
                 await self._settle()
             except MemoryError:
@@ -156,22 +135,6 @@ class Settlement:
                 self.detail = "flash error: %s" % e
                 self.log("settle", self.detail, level="ERROR")
                 await asyncio.sleep_ms(_RETRY_CAP_MS)
-
-    async def _idle(self):
-        self._wake.clear()
-        try:
-            await asyncio.wait_for_ms(self._wake.wait(), _AUTO_MS)
-        except asyncio.TimeoutError:
-            pass
-        if self._at is None or self.st is not None:
-            return
-        day, mins = _day(self.now() + 60 * self.cfg.get("tz_min", 0))
-        done = self.last.get("day", 0) if self.last else 0
-        if mins >= self._at and day > done:
-            try:
-                self.start("settle_at", day)
-            except OSError as e:
-                self.log("settle", "settle_at: could not start: %s" % e, level="ERROR")
 
     async def _settle(self):
         st = self.st

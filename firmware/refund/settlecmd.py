@@ -1,8 +1,121 @@
-# Settlement on the ECR link (docs/ecr-link.md): SETTLE by a supervisor, and the fields
-# STATUS gains while one runs. Kept apart from refund.intake: a terminal without
-# settlement (no refund.settle) answers SETTLE "not available".
+# The resident part of settlement: ECR SETTLE (docs/ecr-link.md), the fields STATUS
+# gains, and Gate, which loads refund.settle (the task) only while a settlement runs
+# and unloads it afterwards: its modules, object and task hold ~2.5 KB of heap that a
+# 96 KiB board needs for its queue the rest of the day. Gate also starts the daily
+# settle_at settlement.
+import asyncio
+import gc
+import json
+import sys
+from micropython import const
+from refund.config import settle_minutes
 from refund.errors import Refused
+from refund.journal import exists
+from refund.receipt import civil
 from refund.staff import SUPERVISOR
+
+IDLE = "idle"
+_AUTO_MS = const(5000)  # settle_at is checked this often (a few ms of work)
+_MODULES = ("settle", "settlemsg", "settleslip")
+
+
+def read_state(p):
+    """A settlement state file (JSON with an int "b"), or None."""
+    try:
+        with open(p) as f:
+            d = json.load(f)
+        return d if isinstance(d, dict) and isinstance(d.get("b"), int) else None
+    except (OSError, ValueError):
+        return None
+
+
+def last_summary(la):
+    return {"batch": la["b"], "closed": la.get("closed", 0), "date": la.get("date", ""),
+            "diff_n": la.get("diff_n", 0), "totals": la.get("totals", [])}
+
+
+class Gate:
+    def __init__(self, make, ob, cfg, log, now):
+        """make(): a new refund.settle.Settlement (imports it)."""
+        self._make = make
+        self.ob = ob
+        self.cfg = cfg
+        self.log = log
+        self.now = now
+        self._path = ob.root + "/settle"
+        self._at = settle_minutes(cfg.get("settle_at", ""))
+        self._wake = asyncio.Event()
+        self.obj = None
+        self.last = read_state(self._path + ".last")
+
+    def _load(self):
+        if self.obj is None:
+            self.obj = self._make()
+        return self.obj
+
+    def _unload(self):
+        self.obj = None
+        import refund
+
+        for m in _MODULES:
+            if "refund." + m in sys.modules:
+                del sys.modules["refund." + m]
+            try:
+                delattr(refund, m)
+            except (AttributeError, KeyError):  # KeyError: MicroPython's, not loaded
+                pass
+        gc.collect()
+
+    def start(self, by, day=0):
+        """-> (started, batch) as Settlement.start; MemoryError, OSError."""
+        r = self._load().start(by, day)
+        self._wake.set()
+        return r
+
+    def wake(self, *_):
+        if self.obj is not None:
+            self.obj.wake()
+        self._wake.set()
+
+    def status(self):
+        if self.obj is not None:
+            return self.obj.status()
+        d = {"phase": IDLE, "detail": ""}
+        if self.last is not None:
+            d["last"] = last_summary(self.last)
+        return d
+
+    async def run(self):
+        while True:
+            if self.obj is None and (self.ob.bt.cut or exists(self._path)):
+                try:
+                    self._load()  # a settlement to resume
+                except MemoryError:
+                    gc.collect()
+                    await asyncio.sleep_ms(1000)
+                    continue
+            if self.obj is not None:
+                await self.obj.run()  # until it has ended
+                self.last = self.obj.last
+                self._unload()
+                continue
+            self._wake.clear()
+            try:
+                await asyncio.wait_for_ms(self._wake.wait(), _AUTO_MS)
+            except asyncio.TimeoutError:
+                pass
+            self._auto()
+
+    def _auto(self):
+        if self._at is None or self.obj is not None:
+            return
+        y, mo, d, h, mi, _s = civil(self.now() + 60 * self.cfg.get("tz_min", 0))
+        day = y * 10000 + mo * 100 + d
+        if h * 60 + mi >= self._at and day > (self.last.get("day", 0) if self.last else 0):
+            try:
+                self.start("settle_at", day)
+            except (OSError, MemoryError) as e:
+                self.log("settle", "settle_at: could not start: %r" % (e,), level="ERROR")
 
 
 def ecr_settle(intake, req):

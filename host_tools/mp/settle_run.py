@@ -31,9 +31,9 @@ async def main():
             await asyncio.sleep_ms(20)
         print("FILLED", ob.stats()["live"])
         return
-    st = term.settle
     t0 = time.ticks_ms()
-    st.start("bench")
+    term.settle.start("bench")
+    st = term.settle.obj  # the task, loaded while it runs (refund.settlecmd.Gate)
     phases = []
     while st.st is not None:
         if not phases or phases[-1][0] != st.phase:

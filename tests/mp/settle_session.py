@@ -53,6 +53,7 @@ def facts():
     bi = ob.batch_info()
     print("BATCH", bi["open"], bi["cut"])
     print("LAST", term.settle.last["b"], term.settle.last["diff_n"])
+    print("LOADED", "refund.settle" in sys.modules)
 
 
 async def main():
@@ -69,8 +70,8 @@ async def main():
             await asyncio.sleep_ms(50)
         print("FILLED")
         return
-    st = term.settle
-    if st.st is None and not st.last:
+    st = term.settle  # refund.settlecmd.Gate: the task is loaded while a settlement runs
+    if st.obj is None and not st.last and not term.ob.bt.cut:
         try:
             print("START", st.start("test"))
             for i in range(_more):
@@ -81,7 +82,7 @@ async def main():
         if _cut and dev.ops() >= dev.cut_at:
             print("CUT_POWER")
             sys.exit(0)
-        if st.st is None and st.last and done_printing():
+        if st.obj is None and st.last and done_printing():
             print("DONE", dev.ops() - start)
             facts()
             return
