@@ -50,7 +50,7 @@ class Bench:
                            ledger_path=self.ledger)
         self.sim.start()
         self.nm = NullModem().start()
-        self.printer = PrinterEmulator(os.path.join(d, "receipts"))
+        self.printer = PrinterEmulator(os.path.join(d, "receipts"), font="none")  # text is enough
         self.printer.start(tty_path=self.nm.b, baud=115200)
         with open(BENCH_CFG) as f:
             cfg = json.load(f)
@@ -72,13 +72,13 @@ class Bench:
             f.write(r.stdout + r.stderr)
         return r
 
-    def slips(self):
+    def docs(self):
+        """(doc, text) of every receipt, once those still queued are written."""
+        self.printer.out.stop()  # writes what is queued; from now on at once
         out = []
         for doc in list(self.printer.receipts):
             with open(doc["files"]["txt"], encoding="utf-8") as f:
-                t = f.read()
-            if "SETTLEMENT" in t:
-                out.append(t)
+                out.append((doc, f.read()))
         return out
 
     def close(self):
@@ -152,7 +152,7 @@ def verify(b, out1, out2, rids, lost, where):
         assert host.get(rid) == "000002", where + "%s on the host: %r" % (rid, host.get(rid))
     net = sim.net("TERM0001")
     assert all(v in (0, ent[r][2]) for r, v in net.items()), where + "a refund booked twice"
-    slips = b.slips()
+    slips = [t for _d, t in b.docs() if "SETTLEMENT" in t]
     assert slips, where + "no settlement slip"
     for t in slips:
         assert "000001" in t and "DIFFERENCES (1)" in t and lost in t and "HOST MISSING" in t, where + t
@@ -200,4 +200,75 @@ def test_power_cut_at_every_flash_write_during_a_settlement(base, tmp_path, inte
         done = sum(pool.map(lambda kt: _case(base_img, ledger, rids, str(tmp_path), interp, *kt), jobs))
     print("\nsettlement power cuts (%s-bit): %d cut points of %d writes (every %d%s), all verified"
           % (interp, done, total, STEP, ", clean and torn" if FULL else ", clean"))
+    assert done >= len(jobs) - 2 and done > 0
+
+
+DAY_N = 6
+DAY_STEP = 1 if FULL else int(os.environ.get("REFUND_DAY_CUT_STEP", "9"))
+
+
+def _kind(text):
+    return "merchant" if "MERCHANT COPY" in text else "cardholder" if "CARDHOLDER COPY" in text else None
+
+
+def verify_day(b, out1, out2, where):
+    assert "DONE" in out2 and "LOADED False" in out2, where + out2[-3000:]
+    ent, bat, last = _facts(out2)
+    acks1, acks2 = _acks(out1), _acks(out2)
+    # the resent requests (same seq) got the rids the first answers named: never a second refund
+    assert len(acks2) == DAY_N and len(set(acks2)) == DAY_N, where + repr(acks2)
+    assert acks1 == acks2[:len(acks1)], where + "resend got another rid: %r vs %r" % (acks1, acks2)
+    assert last == (1, 0) and bat == (2, 0), where + repr((last, bat))
+    sim = b.sim
+    lines = [e for e in sim.ledger if e["type"] == "refund"]
+    assert sorted(e["rid"] for e in lines) == sorted(acks2), where + "host ledger %r" % lines
+    closes = [e for e in sim.settlements if e["type"] == "settlement"]
+    assert [(e["batch"], e["count"], e["total"]) for e in closes] == \
+        [("000001", DAY_N, sum(100 + i for i in range(DAY_N)))], where + repr(closes)
+    docs = b.docs()
+    for rid in acks2:
+        for kind in ("merchant", "cardholder"):
+            mine = [(d, t) for d, t in docs if rid in t and _kind(t) == kind]
+            originals = [1 for d, t in mine if "REPRINT" not in t]
+            assert len(originals) <= 1, where + "%s %s copy printed %d times as an original" % (
+                rid, kind, len(originals))
+            assert any(d["cut_clean"] for d, t in mine), where + "%s: no whole %s copy" % (rid, kind)
+    slips = [t for d, t in docs if "SETTLEMENT" in t]
+    assert slips and all("TOTALS AGREE" in t for t in slips), where + repr(slips)
+    assert all("REPRINT" in t for t in slips[1:]), where + "a second slip not marked REPRINT"
+    return 1
+
+
+def _day_case(tmp, interp, k, torn):
+    d = os.path.join(tmp, "day-%s-%d-%d" % (interp, k, torn))
+    b = Bench(d)
+    try:
+        img = os.path.join(d, "t.img")
+        r1 = b.run(img, interp, cut=k, torn=torn, SETTLE_MODE="day", SETTLE_N=DAY_N)
+        if "CUT_POWER" not in r1.stdout:
+            assert "DONE" in r1.stdout, r1.stdout[-3000:] + r1.stderr[-2000:]
+            return 0
+        r2 = b.run(img, interp, SETTLE_MODE="day", SETTLE_N=DAY_N)
+        return verify_day(b, r1.stdout, r2.stdout, "day, cut at write %d (%s, %s-bit): " % (
+            k, "torn" if torn else "clean", interp))
+    finally:
+        b.close()
+
+
+@pytest.mark.parametrize("interp", _interps(), indirect=True)
+def test_power_cut_at_every_flash_write_of_a_shop_day(tmp_path, interp):
+    """Exhaustive block-level cuts over a whole application session on a fresh terminal:
+    intake (ECR requests, resent after the cut) -> send -> approve -> print -> settle."""
+    b = Bench(str(tmp_path / "nocut"))
+    try:
+        r = b.run(str(tmp_path / "nocut" / "t.img"), interp, SETTLE_MODE="day", SETTLE_N=DAY_N)
+        total = int(r.stdout.split("DONE")[1].split()[0])
+        verify_day(b, "", r.stdout, "no cut: ")
+    finally:
+        b.close()
+    jobs = [(k, t) for k in range(1, total + 1, DAY_STEP) for t in ((False, True) if FULL else (False,))]
+    with ThreadPoolExecutor(2) as pool:
+        done = sum(pool.map(lambda kt: _day_case(str(tmp_path), interp, *kt), jobs))
+    print("\nshop-day power cuts (%s-bit): %d cut points of %d writes (every %d%s), all verified"
+          % (interp, done, total, DAY_STEP, ", clean and torn" if FULL else ", clean"))
     assert done >= len(jobs) - 2 and done > 0

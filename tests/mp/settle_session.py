@@ -2,6 +2,9 @@
 # the printer tty, the host link over TCP) for tests/test_settle_powercut.py.
 # SETTLE_MODE=fill: take SETTLE_N refunds through the intake (as the ECR would) and
 #   wait until all are printed, then print "FILLED".
+# SETTLE_MODE=day: a shop day on a fresh terminal: SETTLE_N refunds from the ECR, printed,
+#   then settled; run again after a cut it is the ECR resending every request (same seq,
+#   same fields) and the settlement resuming (or starting).
 # SETTLE_MODE=settle: start settling the open batch (or resume the one on flash), take
 #   SETTLE_MORE refunds during it, run until it has closed and its slip printed:
 #   "DONE <ops>" (flash programs+erases since the start). SETTLE_CUT=k (> 0) cuts the
@@ -25,6 +28,7 @@ dev = board.flash_dev()
 
 
 def refund(i, tag):
+    # seq and fields depend on i and tag only: a second run resends the same request
     rep = term.intake.handle({"cmd": "REFUND", "seq": str(1000 + i), "amount": str(100 + i),
                               "orrn": "ORIG%s%07d" % (tag, i), "op": "01", "pin": "1234"})
     if "rid" in rep:
@@ -56,6 +60,14 @@ def facts():
     print("LOADED", "refund.settle" in sys.modules)
 
 
+async def tick(ms):
+    # The power went at the k-th write: stop at once, as a board whose supply went.
+    if _cut and dev.ops() >= dev.cut_at:
+        print("CUT_POWER")
+        sys.exit(0)
+    await asyncio.sleep_ms(ms)
+
+
 async def main():
     tasks = [asyncio.create_task(A._supervise("conout", A._log.out.run))]
     tasks += [asyncio.create_task(A._supervise(n, f)) for n, f in term.tasks()]
@@ -70,6 +82,12 @@ async def main():
             await asyncio.sleep_ms(50)
         print("FILLED")
         return
+    if _mode == "day":
+        for i in range(_n):
+            refund(i, "D")
+            await tick(0)
+        while not done_printing():
+            await tick(20)
     st = term.settle  # refund.settlecmd.Gate: the task is loaded while a settlement runs
     if st.obj is None and not st.last and not term.ob.bt.cut:
         try:
@@ -79,14 +97,11 @@ async def main():
         except OSError as e:
             print("START_FAILED", e)  # the power went under it (the ECR reply says flash_error)
     while True:
-        if _cut and dev.ops() >= dev.cut_at:
-            print("CUT_POWER")
-            sys.exit(0)
         if st.obj is None and st.last and done_printing():
             print("DONE", dev.ops() - start)
             facts()
             return
-        await asyncio.sleep_ms(5)
+        await tick(5)
 
 
 asyncio.run(main())
