@@ -1,7 +1,7 @@
 # Terminal application: boot sequence, wiring, and the task supervisor.
 # Tasks: console reader + service link, console output, watchdog feed, ECR intake, host
-# sender, settlement, printer, housekeeping. A task that raises is logged and restarted; bad input
-# never ends it.
+# sender, printer, housekeeping (and the settlement while one runs). A task that raises
+# is logged and restarted; bad input never ends it.
 import asyncio
 import gc
 import sys
@@ -152,7 +152,7 @@ class Terminal:
     def tasks(self):
         from refund import ecr
 
-        out = [("sender", self.sender.run), ("settle", self.settle.run), ("housekeeping", self._housekeeping)]
+        out = [("sender", self.sender.run), ("housekeeping", self._housekeeping)]
         if self.printer is not None:
             out.append(("printer", self.printer.run))
         if self.ecr is not None:
@@ -163,6 +163,7 @@ class Terminal:
     async def _housekeeping(self):
         n = 0
         while True:
+            self.settle.tick()  # resume a settlement left on flash, or settle_at
             await asyncio.sleep_ms(_LOG_FLUSH_MS)
             evlog.flush()
             n += 1

@@ -57,9 +57,10 @@ class Intake:
         """printer: refund.printer.Printer (None: not wired); host_up(): bool, for STATUS;
         recent: a Recent made earlier (the app makes it before recovery, while the heap is
         whole), else one of recent_max (default recent_cap()) entries is made here;
-        settle: refund.settle.Settlement (None: SETTLE is not available)."""
+        settle: refund.settlecmd.Gate (None: SETTLE is not available), kept by settlecmd
+        (one attribute more would grow this object's dict by 256 B)."""
         self.ob = outbox
-        self.settle = settle
+        settlecmd.gate = settle
         self.printer = printer
         self.host_up = host_up
         self.staff = staff
@@ -282,7 +283,7 @@ class Intake:
             if not e["stale"]:
                 break
             rep["stale"] += 1
-        settlecmd.status_fields(rep, self.settle)
+        settlecmd.status_fields(rep, settlecmd.gate)
         if self.printer is None:
             rep["printer"] = "none"
         else:

@@ -10,14 +10,14 @@ import os
 import time
 from binascii import hexlify
 from micropython import const
-from refund import VERSION, evlog, evread, svcframe
+from refund import VERSION, evlog, svcframe
 from refund import record as R
 from refund import log as _log
 from refund.mac import Mac, equal
 
 _BODY = const(1024)  # event bytes per reply frame. 2048 took a pull to 88 % of the line, 1024
-# to 83 % (goal 85 %, docs/benchmarks.md), but the buffer lives for ever and the 96 KiB
-# board needs the 1 KB (the 1,000-refund run failed at refund 508 without it)
+# to 83 % (goal 85 %, docs/benchmarks.md): the 96 KiB board needs the RAM. Made for each
+# logs / explain request and dropped after it: nobody pulls logs most of the day.
 _LOGS_MAX = const(32768)
 _LOGS_DEFAULT = const(16384)
 _OUTBOX_MAX = const(40)
@@ -43,8 +43,8 @@ class Service:
         self.reset = reset_reason
         self.term = None
         self.tech = None  # Mac of the technician key, or None: privileged commands refused
-        self._body = bytearray(_BODY)
-        self._scratch = bytearray(512)
+        self._body = None  # bytearray(_BODY) while a logs / explain request is served
+        self._scratch = None  # bytearray(512) while a request is answered
         self._req = None
         self._new = asyncio.Event()
         self._nonce = None
@@ -70,29 +70,41 @@ class Service:
             if raw is None:
                 continue
             self.stats["requests"] += 1
-            rid = 0
             try:
-                req = json.loads(raw)
-                if not isinstance(req, dict):
-                    raise ValueError
-                rid = req.get("id", 0)
-                if not isinstance(rid, int):
-                    rid = 0
-                    raise ValueError
-                await self._dispatch(rid, req)
-            except Err as e:
-                self.stats["bad"] += 1
-                await self._safe_err(rid, e.code, e.text)
-            except (ValueError, TypeError, KeyError):
-                self.stats["bad"] += 1
-                await self._safe_err(rid, "bad_request", "request is not a JSON object with id and cmd")
+                self._scratch = bytearray(512)
             except MemoryError:
                 gc.collect()
-                await self._safe_err(rid, "memory", "no RAM for this reply now: ask again")
-            except OSError:
-                self.stats["abandoned"] += 1  # the technician stopped reading
-            except _Abandon:
-                self.stats["abandoned"] += 1
+                self.stats["abandoned"] += 1  # not even an error frame fits: the client asks again
+                continue
+            try:
+                await self._serve(raw)
+            finally:
+                self._scratch = None
+
+    async def _serve(self, raw):
+        rid = 0
+        try:
+            req = json.loads(raw)
+            if not isinstance(req, dict):
+                raise ValueError
+            rid = req.get("id", 0)
+            if not isinstance(rid, int):
+                rid = 0
+                raise ValueError
+            await self._dispatch(rid, req)
+        except Err as e:
+            self.stats["bad"] += 1
+            await self._safe_err(rid, e.code, e.text)
+        except (ValueError, TypeError, KeyError):
+            self.stats["bad"] += 1
+            await self._safe_err(rid, "bad_request", "request is not a JSON object with id and cmd")
+        except MemoryError:
+            gc.collect()
+            await self._safe_err(rid, "memory", "no RAM for this reply now: ask again")
+        except OSError:
+            self.stats["abandoned"] += 1  # the technician stopped reading
+        except _Abandon:
+            self.stats["abandoned"] += 1
 
     async def _safe_err(self, rid, code, text):
         try:
@@ -123,6 +135,15 @@ class Service:
             raise Err("unknown_cmd", "unknown command %r" % (str(cmd)[:16],))
         if cmd in _PRIV:
             evlog.event("svc_cmd", req.get("rid", ""), cmd=cmd, arg=req.get("t"))
+        if cmd == "logs" or cmd == "explain":
+            self._body = bytearray(_BODY)  # MemoryError: answered "memory", ask again
+            try:
+                return await self._reply(rid, req, fn)
+            finally:
+                self._body = None
+        await self._reply(rid, req, fn)
+
+    async def _reply(self, rid, req, fn):
         rep = await fn(rid, req)
         if rep is not None:
             rep["id"] = rid
@@ -232,7 +253,7 @@ class Service:
         part = 0
         mv = memoryview(self._body)
         while True:
-            n, nxt = evread.fill(since, self._body)
+            n, nxt = _evread().fill(since, self._body)
             budget -= n
             end = nxt >= evlog.head or n == 0 or budget < _BODY
             hdr = {"id": rid, "ok": True, "part": part, "from": since, "next": nxt, "head": evlog.head,
@@ -256,7 +277,7 @@ class Service:
             e = self.term.ob.get(r)
         evlog.flush()
         state = [0, 0]
-        n, done = evread.scan_rid(r, self._body, state)
+        n, done = _evread().scan_rid(r, self._body, state)
         if e is None and n == 0 and done:
             raise Err("unknown_rid", "no such refund on this terminal")
         mv = memoryview(self._body)
@@ -270,7 +291,7 @@ class Service:
             await self._send(hdr, mv[:n])
             if done:
                 return
-            n, done = evread.scan_rid(r, self._body, state)
+            n, done = _evread().scan_rid(r, self._body, state)
             part += 1
 
     async def c_metrics(self, rid, req):
@@ -347,6 +368,13 @@ class Service:
         self.board.set_time(v)
         evlog.event("clock", old=old, new=v)
         return {"old": old, "new": self.board.now()}
+
+
+def _evread():
+    # Imported by the two commands that read the log, not at boot (RAM on a 96 KiB board).
+    from refund import evread
+
+    return evread
 
 
 class _Abandon(Exception):

@@ -1,13 +1,12 @@
 # The resident part of settlement: ECR SETTLE (docs/ecr-link.md), the fields STATUS
 # gains, and Gate, which loads refund.settle (the task) only while a settlement runs
 # and unloads it afterwards: its modules, object and task hold ~2.5 KB of heap that a
-# 96 KiB board needs for its queue the rest of the day. Gate also starts the daily
-# settle_at settlement.
+# 96 KiB board needs for its queue the rest of the day; its task, too, exists only
+# then. Gate.tick() (housekeeping, every 5 s) resumes one and starts the daily settle_at.
 import asyncio
 import gc
 import json
 import sys
-from micropython import const
 from refund.config import settle_minutes
 from refund.errors import Refused
 from refund.journal import exists
@@ -15,8 +14,8 @@ from refund.receipt import civil
 from refund.staff import SUPERVISOR
 
 IDLE = "idle"
-_AUTO_MS = const(5000)  # settle_at is checked this often (a few ms of work)
 _MODULES = ("settle", "settlemsg", "settleslip")
+gate = None  # the terminal's Gate (the intake's), None: SETTLE not available
 
 
 def read_state(p):
@@ -44,7 +43,7 @@ class Gate:
         self.now = now
         self._path = ob.root + "/settle"
         self._at = settle_minutes(cfg.get("settle_at", ""))
-        self._wake = asyncio.Event()
+        self._task = None
         self.obj = None
         self.last = read_state(self._path + ".last")
 
@@ -69,13 +68,27 @@ class Gate:
     def start(self, by, day=0):
         """-> (started, batch) as Settlement.start; MemoryError, OSError."""
         r = self._load().start(by, day)
-        self._wake.set()
+        self._run()
         return r
+
+    def _run(self):
+        if self._task is None:
+            self._task = asyncio.create_task(self._drive())
+
+    async def _drive(self):
+        # The task exists only while a settlement runs (no resident task on a small board).
+        try:
+            await self.obj.run()  # until it has ended
+            self.last = self.obj.last
+        except Exception as e:  # noqa: the state file stays; tick() resumes it
+            self.log("settle", "settlement task failed: %r; resuming" % (e,), level="ERROR")
+        finally:
+            self._task = None
+            self._unload()
 
     def wake(self, *_):
         if self.obj is not None:
             self.obj.wake()
-        self._wake.set()
 
     def status(self):
         if self.obj is not None:
@@ -85,26 +98,20 @@ class Gate:
             d["last"] = last_summary(self.last)
         return d
 
-    async def run(self):
-        while True:
-            if self.obj is None and (self.ob.bt.cut or exists(self._path)):
-                try:
-                    self._load()  # a settlement to resume
-                except MemoryError:
-                    gc.collect()
-                    await asyncio.sleep_ms(1000)
-                    continue
-            if self.obj is not None:
-                await self.obj.run()  # until it has ended
-                self.last = self.obj.last
-                self._unload()
-                continue
-            self._wake.clear()
+    def tick(self):
+        """Housekeeping, every few seconds: resume a settlement left on flash (boot, a
+        failed task), or start the daily one (settle_at)."""
+        if self._task is not None:
+            return
+        if self.ob.bt.cut or exists(self._path):
             try:
-                await asyncio.wait_for_ms(self._wake.wait(), _AUTO_MS)
-            except asyncio.TimeoutError:
-                pass
-            self._auto()
+                self._load()
+            except MemoryError:
+                gc.collect()
+                return  # next tick
+            self._run()
+            return
+        self._auto()
 
     def _auto(self):
         if self._at is None or self.obj is not None:
@@ -120,7 +127,7 @@ class Gate:
 
 def ecr_settle(intake, req):
     """SETTLE: sup + spin -> {"settle": "started" | "running", "batch": "NNNNNN"}."""
-    st = intake.settle
+    st = gate
     sup, spin = req.get("sup") or "", req.get("spin") or ""
     if not sup or not spin:
         return {"err": "supervisor_required", "text": "SETTLE needs a supervisor id and PIN"}
