@@ -286,8 +286,11 @@ class Settlement:
         if not exists(self._up):
             n = self._collect(b, curs)
             self.took["collect_ms"] = time.ticks_diff(time.ticks_ms(), t0)
-            self.log("settle", "batch %06d: uploading %d refunds (list made in %d ms)"
-                     % (b, n, self.took["collect_ms"]))
+            want = sum(st["cur"][c]["n"] for c in curs)
+            self.log("settle", "batch %06d: uploading %d refunds (list made in %d ms)%s"
+                     % (b, n, self.took["collect_ms"], "" if n == want else
+                        ": the totals count %d, the host will name the rest" % want),
+                     level="INFO" if n == want else "ERROR")
             t0 = time.ticks_ms()
         st["diffs"], st["diff_n"] = [], 0  # an upload cut short is made again in full
         self.uploaded = 0
