@@ -121,7 +121,7 @@ def fuzz_md(key, r):
         out.append("- %s: %s" % (k, _fmt(r["checked"][k]) if isinstance(r["checked"][k], int)
                                  else r["checked"][k]))
     if "seconds" in r:
-        out.append("- run time: %d s (%s, %s)" % (r["seconds"], r.get("machine", "?"), r.get("date", "?")))
+        out.append("- time fuzzing: %d s (%s, %s)" % (r["seconds"], r.get("machine", "?"), r.get("date", "?")))
     if test:
         out.append("- reproduce: `REFUND_FUZZ_N=%d REFUND_FUZZ_SEED=%s .venv/bin/python -m pytest -q -s %s`"
                    % (r["n"], r["seed"], test))
