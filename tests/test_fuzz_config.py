@@ -2,7 +2,8 @@
 campaigns): random mutations of the bench config (types, ranges, missing and unknown keys,
 huge strings, values pasted under the wrong key, bad JSON, truncation, non-UTF-8 bytes).
 Every case loads a config that validates or raises ConfigError with one "key: what" line
-per problem; never another exception; no secret in any message. REFUND_FUZZ_N cases
+per problem; never another exception; no secret in any message; on the pinned 64-bit
+interpreter and the 32-bit frozen build. REFUND_FUZZ_N cases
 (default 400; make soak 10,000), REFUND_FUZZ_SEED (default 4217)."""
 import copy
 import json
@@ -13,7 +14,8 @@ import time
 
 import pytest
 
-from host_tools import REPO, reliability, vboard
+from conftest import mp_env_path, mp_exe
+from host_tools import REPO, reliability
 
 N = int(os.environ.get("REFUND_FUZZ_N", "400"))
 SEED = int(os.environ.get("REFUND_FUZZ_SEED", "4217"))
@@ -171,9 +173,9 @@ def check_case(res, data, cfg, tmp):
 
 
 class Worker:
-    def __init__(self, heap="256k"):
-        env = dict(os.environ, MICROPYPATH=vboard.mp_path(vboard.FIRMWARE))
-        self.p = subprocess.Popen([vboard.micropython(), "-X", "heapsize=" + heap,
+    def __init__(self, heap="256k", interp="64"):
+        env = dict(os.environ, MICROPYPATH=mp_env_path(interp))
+        self.p = subprocess.Popen([mp_exe(interp), "-X", "heapsize=" + heap,
                                    os.path.join(REPO, "tests", "mp", "config_fuzz.py")],
                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                   env=env, text=True, cwd=REPO)
@@ -192,10 +194,10 @@ class Worker:
         self.p.wait(10)
 
 
-def run_campaign(n, seed, tmp_path):
+def run_campaign(n, seed, tmp_path, interp="64"):
     cfg = bench()
     rnd = random.Random(seed)
-    w = Worker()
+    w = Worker(interp=interp)
     cats, outcomes, violations = {}, {"loaded": 0, "config_error": 0}, []
     path = str(tmp_path / "config.json")
     t0 = time.time()
@@ -216,16 +218,18 @@ def run_campaign(n, seed, tmp_path):
                 print("config fuzz violation, seed %d case %d (%s): %s\n  file: %r"
                       % (seed, i, cat, bad, data[:400]))
                 if "worker died" in bad[0]:
-                    w = Worker()
+                    w = Worker(interp=interp)
     finally:
         w.close()
     return cats, outcomes, violations, time.time() - t0
 
 
-def test_fuzzed_config_files_load_or_raise_config_error(tmp_path):
-    cats, outcomes, violations, secs = run_campaign(N, SEED, tmp_path)
-    print("config fuzz: %d cases, seed %d, categories %s, outcomes %s" % (N, SEED, cats, outcomes))
-    reliability.record("fuzz_config", N, SEED, cats, violations, checked=outcomes, seconds=round(secs))
+@pytest.mark.parametrize("interp", ["64", "32"], indirect=True)
+def test_fuzzed_config_files_load_or_raise_config_error(tmp_path, interp):
+    cats, outcomes, violations, secs = run_campaign(N, SEED, tmp_path, interp)
+    print("config fuzz (%s-bit): %d cases, seed %d, categories %s, outcomes %s" % (interp, N, SEED, cats, outcomes))
+    if interp == "64":  # the document's figures: the 32-bit run is the same cases
+        reliability.record("fuzz_config", N, SEED, cats, violations, checked=outcomes, seconds=round(secs))
     assert not violations, "seed %d: %s" % (SEED, violations[:5])
     assert outcomes["loaded"] > 0 and outcomes["config_error"] > N // 2, outcomes
 
@@ -246,7 +250,8 @@ def test_a_secret_pasted_under_another_key_is_not_echoed(tmp_path):
     assert not check_case(res, b"", cfg, tmp_path), res
 
 
-def test_non_utf8_and_too_big_files_are_config_errors(tmp_path):
+@pytest.mark.parametrize("interp", ["64", "32"], indirect=True)
+def test_non_utf8_and_too_big_files_are_config_errors(tmp_path, interp):
     # Found by the fuzz: a stray non-UTF-8 byte raised UnicodeError out of config.load (the
     # boot catches ConfigError only), and a file too big for the heap raised MemoryError.
     text = json.dumps(bench())
@@ -254,7 +259,7 @@ def test_non_utf8_and_too_big_files_are_config_errors(tmp_path):
     bad.write_bytes(text.replace('"Bench Shop"', '"Bench\xffShop"').encode("latin-1"))
     big = tmp_path / "big.json"
     big.write_text(text[:-1] + ', "merchant_name": "%s"}' % ("A" * 200000))
-    w = Worker(heap="256k")
+    w = Worker(heap="256k", interp=interp)
     try:
         r1, r2 = w.load(str(bad)), w.load(str(big))
     finally:
