@@ -1,6 +1,6 @@
 """Printer status bytes fuzzed against the printer driver (issue 14, fuzz campaigns): the
 firmware's outbox + `refund.printer.Printer` on MicroPython (tests/mp/printer_fuzz.py)
-over a real pty (NullModem at 115200 baud), approved refunds waiting and more arriving,
+over a real pty (NullModem at BAUD, 460800: receipts into the void go fast), approved refunds waiting and more arriving,
 and on the other end a "printer" that prints nothing and answers every status request
 (DLE EOT 1/2/4, GS r 1, GS I 67) with fuzz: right and wrong status bytes, random bytes,
 several bytes, XON/XOFF, silence, late replies, identification frames that are not the
@@ -33,6 +33,7 @@ from test_printer_driver import CFG, check_paper
 N = int(os.environ.get("REFUND_FUZZ_N", "300"))
 SEED = int(os.environ.get("REFUND_FUZZ_SEED", "1004"))
 RUNNER = os.path.join(REPO, "tests", "mp", "printer_fuzz.py")
+BAUD = 460800  # the line and the driver's pacing
 MODEL = IDENTITY[67]  # the emulator's model frame: "_REFUND-EMU\0"
 OPTS = {"status_ms": 25, "poll_ms": 10, "idle_ms": 200, "xoff_check_ms": 40, "xoff_max_ms": 300,
         "settle_ms": 5, "confirm_ms": 250}
@@ -113,7 +114,8 @@ class NoisePrinter:
             if k == 3:
                 b = bytearray(MODEL)
                 b[rnd.randint(1, len(b) - 2)] ^= 1 << rnd.randrange(7)
-                return self._case("ident_one_off", bytes(b) + b"%d" % self.names)
+                self.names += 1  # each one different: the same other frame twice is another printer
+                return self._case("ident_one_off", bytes(b[:-1]) + b"%d\x00" % self.names)
         k = rnd.randrange(8)
         if k == 0:
             return self._case("random_byte", bytes((rnd.randrange(256),)))
@@ -184,12 +186,13 @@ class NoisePrinter:
 def run_campaign(tmp_path, n, seed, refunds=4):
     img = str(tmp_path / "flash.img")
     switch = str(tmp_path / "switch")
-    nm = NullModem(baud=115200).start()
+    nm = NullModem(baud=BAUD).start()
     noise = NoisePrinter(nm.b, n, seed)
-    cfg = {"cfg": CFG, "opts": OPTS, "n": refunds, "add_ms": 2000, "after": AFTER, "switch": switch, "deadline_ms": 10 ** 7}
+    cfg = {"cfg": CFG, "opts": OPTS, "baud": BAUD, "n": refunds, "add_ms": 2000, "after": AFTER, "switch": switch, "deadline_ms": 10 ** 7}
     with open(img + ".json", "w") as f:
         json.dump(cfg, f, ensure_ascii=False)
     env = vboard.board_env(img, printer=nm.a)
+    env["REFUND_PRINTER_BAUD"] = str(BAUD)
     env["MICROPYPATH"] = vboard.mp_path(vboard.FIRMWARE)
     p = subprocess.Popen([vboard.micropython(), "-X", "heapsize=256k", RUNNER, img + ".json"], env=env,
                          cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -222,7 +225,7 @@ def run_campaign(tmp_path, n, seed, refunds=4):
         snapped.wait(30)
         fuzz_s = time.time() - t0
         emu = PrinterEmulator(str(tmp_path / "paper"), font="none", lines_per_sec=None)
-        emu.start(nm.b, baud=115200)
+        emu.start(nm.b, baud=BAUD)
         p.wait(120 + n / 50)
     finally:
         if not noise.stop_.is_set():

@@ -52,7 +52,7 @@ def add():
 for i in range(cfg["n"]):
     add()
 uart = board.uart("printer")
-p = Printer(uart, ob, cfg["cfg"], log, board.now, 115200, cfg["opts"])
+p = Printer(uart, ob, cfg["cfg"], log, board.now, cfg["baud"], cfg["opts"])
 ob.on_change = p.wake
 
 
