@@ -55,9 +55,11 @@ FUZZ = {
         "The firmware's `refund.printer.Printer` (outbox on littlefs, MicroPython) over a real "
         "pty whose other end answers every status request with random bytes, wrong replies, "
         "noise and silence, while approved refunds wait to print. Checked: no receipt is "
-        "marked printed without a genuine completion, the printer task never dies; then the "
-        "printer emulator takes the line and every approved refund is printed exactly once "
-        "as an original.",
+        "marked printed without a genuine completion (the model's GS I 67 frame, which the "
+        "noise never sends once the driver has learnt it), the printer task never dies; then "
+        "the printer emulator takes the line and every approved refund ends printed, with one "
+        "complete original of each copy, or only REPRINTs if its print had begun on the noisy "
+        "line (never an original after that).",
         "tests/test_fuzz_printer.py"),
     "fuzz_config": (
         "Config files through `refund.config.load`",
@@ -125,6 +127,8 @@ def fuzz_md(key, r):
     if test:
         out.append("- reproduce: `REFUND_FUZZ_N=%d REFUND_FUZZ_SEED=%s .venv/bin/python -m pytest -q -s %s`"
                    % (r["n"], r["seed"], test))
+    for f in FOUND.get(key, ()):
+        out.append("- found and fixed: " + f)
     out += ["", "| category | cases |", "|---|---:|"]
     for k in sorted(cats):
         out.append("| %s | %s |" % (k, _fmt(cats[k])))
@@ -151,6 +155,23 @@ def fuzz_section(doc):
     for k in keys:
         out += fuzz_md(k, doc[k])
     return out
+
+
+# Defects a campaign found, fixed with a test that failed before the fix.
+FOUND = {
+    "fuzz_host_frames": [
+        "An 0800 echo that timed out (host back, its 0810 lost or not verifying) killed the "
+        "sender task: the probe read the TIMEOUT result as an answer dict "
+        "(`tests/test_fuzz_host.py::test_an_echo_left_unanswered_does_not_kill_the_sender`)."],
+    "fuzz_config": [
+        "A non-UTF-8 byte in the file raised UnicodeError, and a file too big for the heap "
+        "MemoryError, out of `config.load` (the boot catches ConfigError only); both are now "
+        "a `config: ...` line "
+        "(`tests/test_fuzz_config.py::test_non_utf8_and_too_big_files_are_config_errors`).",
+        "A key pasted into `currencies` came back in the error message; a value that is not "
+        "an integer is now named by its type "
+        "(`tests/test_fuzz_config.py::test_a_secret_pasted_under_another_key_is_not_echoed`)."],
+}
 
 
 # One function per section, each given the whole JSON: add yours here.
