@@ -27,11 +27,20 @@ bench: $(STAMP)
 	$(BIN)/python -m host_tools.benchmarks
 
 # The long fuzz: >= 10,000 frames through the host-link decoder and the ECR parser
-# (and through both service-link frame decoders, tests/test_svcframe.py).
+# (and through both service-link frame decoders, tests/test_svcframe.py); then the fuzz
+# campaigns against the running firmware (host frames, ECR frames, service frames,
+# printer status bytes, config files), each writing its results to build/soak/, and
+# docs/reliability.md regenerated from them (host_tools/reliability.py).
+SOAK_FUZZ := tests/test_fuzz_host.py tests/test_fuzz_ecr.py tests/test_service_fuzz.py \
+	tests/test_fuzz_printer.py tests/test_fuzz_config.py
 soak: $(STAMP)
 	REFUND_FUZZ_N=$${REFUND_FUZZ_N:-10000} $(BIN)/python -m pytest -q -s -k "fuzz or parser or never_raises" \
 	    tests/test_iso8583.py tests/test_ecr.py
-	REFUND_FUZZ_N=$${REFUND_FUZZ_N:-10000} $(BIN)/python -m pytest -q -s tests/test_svcframe.py tests/test_service_fuzz.py
+	REFUND_FUZZ_N=$${REFUND_FUZZ_N:-10000} $(BIN)/python -m pytest -q -s tests/test_svcframe.py
+	rm -rf build/soak
+	REFUND_SOAK_DIR=build/soak REFUND_FUZZ_N=$${REFUND_FUZZ_N:-10000} $(BIN)/python -m pytest -q -s \
+	    -k "fuzzed" $(SOAK_FUZZ)
+	$(BIN)/python -m host_tools.reliability --collect build/soak
 
 mpy: $(STAMP)
 	$(BIN)/python -m host_tools.deploy --board $(BOARD) --build-only

@@ -10,6 +10,7 @@ import random
 import threading
 import time
 
+from host_tools import reliability
 from host_tools.svclink import MARK, Client, Decoder, escape, frame, split_payload
 
 N = int(os.environ.get("REFUND_FUZZ_N", "600"))
@@ -84,6 +85,7 @@ def test_fuzzed_service_frames_leave_the_terminal_running(shop):
     replies = bytearray()
     rnd = random.Random(SEED)
     kinds = {}
+    t0 = time.time()
     try:
         for i in range(N):
             kind, raw = case(rnd)
@@ -102,6 +104,7 @@ def test_fuzzed_service_frames_leave_the_terminal_running(shop):
         stop.set()
         t.join(30)
     print("service fuzz: %d cases, seed %d, kinds %s" % (N, SEED, json.dumps(kinds, sort_keys=True)))
+    fuzz_s = time.time() - t0
     c = Client(port, timeout=5)
     info = c.call("info")
     m = c.call("metrics")["counters"]
@@ -111,8 +114,11 @@ def test_fuzzed_service_frames_leave_the_terminal_running(shop):
     for rid in refunds:
         shop.wait_state(rid, ("printed",), timeout=30)
     text = bytes(replies)
-    for secret in _secrets():
-        assert secret.encode() not in text, "a secret reached the console"
+    leaked = [s for s in _secrets() if s.encode() in text]
+    reliability.record("fuzz_service_frames", N, SEED, kinds, ["a secret reached the console"] if leaked else [],
+                       checked={"refunds_taken": len(refunds), "svc_requests": m["svc_requests"],
+                                "svc_bad": m["svc_bad"]}, seconds=round(fuzz_s))
+    assert not leaked, "a secret reached the console"
 
 
 def _secrets():

@@ -192,7 +192,9 @@ def validate(c, file_keys=None):
     else:
         for x in cs:
             if not _is_int(x) or not 1 <= x <= 999:
-                errs.append("currencies: %r is not an ISO 4217 numeric code" % (x,))
+                # an integer is echoed, anything else not: it may be a key pasted here
+                errs.append("currencies: %s is not an ISO 4217 numeric code"
+                            % (x if _is_int(x) else "a " + type(x).__name__))
                 break
         else:
             if cur_ok and c["currency"] not in cs:
@@ -276,10 +278,17 @@ def load(path=PATH, board_defaults=None):
             text = f.read()
     except OSError as e:
         raise ConfigError(["config: cannot read %s (%s)" % (path, e)])
+    except UnicodeError:  # the boot catches ConfigError only
+        raise ConfigError(["config: %s is not UTF-8 text" % path])
+    except MemoryError:
+        raise ConfigError(["config: %s is too large for the heap" % path])
     try:
         d = json.loads(text)
     except ValueError:
         raise ConfigError(["config: %s is not valid JSON" % path])
+    except MemoryError:
+        text = None
+        raise ConfigError(["config: %s is too large for the heap" % path])
     return from_dict(d, board_defaults)
 
 

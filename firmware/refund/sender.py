@@ -248,7 +248,8 @@ class Sender:
             evlog.event("host_down", level="W", agg=True, cause=_why(err))
             return
         self.stats["echo"] += 1
-        if r is not None and r.get("t") == "0810" and r.get("39") == "00":
+        # TIMEOUT (a str) and None: no answer; the next probe follows the backoff
+        if r is not None and r is not TIMEOUT and r.get("t") == "0810" and r.get("39") == "00":
             self.log("host", "echo answered: host is back, waking the queue")
             evlog.clear("host_down")
             evlog.event("host_up")
