@@ -27,11 +27,17 @@ bench: $(STAMP)
 	$(BIN)/python -m host_tools.benchmarks
 
 # The long fuzz: >= 10,000 frames through the host-link decoder and the ECR parser
-# (and through both service-link frame decoders, tests/test_svcframe.py).
+# (and through both service-link frame decoders, tests/test_svcframe.py), then the
+# whole-terminal fault campaign.
 soak: $(STAMP)
 	REFUND_FUZZ_N=$${REFUND_FUZZ_N:-10000} $(BIN)/python -m pytest -q -s -k "fuzz or parser or never_raises" \
 	    tests/test_iso8583.py tests/test_ecr.py
 	REFUND_FUZZ_N=$${REFUND_FUZZ_N:-10000} $(BIN)/python -m pytest -q -s tests/test_svcframe.py tests/test_service_fuzz.py
+	# The whole terminal: 1,000 refunds, 200 power cuts, host and printer faults, reconciled
+	# (host_tools/soak.py) -> docs/reliability.json soak_terminal. SOAK_SETTLE=200 once the
+	# firmware takes SETTLE (issue 13); 0 until then.
+	$(BIN)/python -m host_tools.soak --refunds $${SOAK_REFUNDS:-1000} --cuts $${SOAK_CUTS:-200} \
+	    --seed $${SOAK_SEED:-1} --settle-every $${SOAK_SETTLE:-0} --out build/soak.json --reliability
 
 mpy: $(STAMP)
 	$(BIN)/python -m host_tools.deploy --board $(BOARD) --build-only
