@@ -605,6 +605,16 @@ def render_soak(res):
              "%s boots, %.0f s." % ("PASS" if res.get("ok") else "FAIL", res.get("seed"), res.get("interp"),
                                     res.get("heap"), res.get("refunds"), res.get("power_cuts"),
                                     res.get("boots"), res.get("duration_s", 0)), "",
+             "Seeds: %s (host faults drawn from `%s|host`, printer faults from `%s|printer`, the "
+             "moments of the power cuts from `%s|cuts`); settlement %s. Command: `%s`." % (
+                 res.get("seed"), res.get("seed"), res.get("seed"), res.get("seed"),
+                 "every %s refunds" % res["settle_every"] if res.get("settle_every") else "off",
+                 res.get("command", "python -m host_tools.soak")), "",
+             "Reconciled after a clean restart and the drain (%s s): each approved rid once in the host "
+             "ledger, reversals net to zero, each printed refund on paper exactly once as an original "
+             "of each copy with a complete copy, no receipt for a refund not approved, no "
+             "ECR-acknowledged refund missing. `paper_ran_out`: the paper-outs that ran out before "
+             "the clerk reloaded." % res.get("drain_s", "?"), "",
              "| faults injected | count |", "|---|---|",
              "| power cuts | %s |" % res.get("power_cuts")]
     for k in sorted(host):
@@ -632,7 +642,7 @@ def write_reliability(res, path=RELIABILITY):
     if os.path.exists(path):
         with open(path) as f:
             doc = json.load(f)
-    doc[KEY_NAME] = res
+    doc[KEY_NAME] = {k: v for k, v in res.items() if k != "workdir"}  # a temp dir of this machine
     with open(path, "w") as f:
         json.dump(doc, f, indent=1, sort_keys=True)
         f.write("\n")
@@ -660,7 +670,11 @@ def main(argv=None):
     def say(m):
         print(m, file=sys.stderr, flush=True)
 
+    # SIGTERM (make interrupted, a CI timeout) unwinds like Ctrl-C: the terminal process
+    # is killed on the way out instead of left running on its flash image.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     res = Soak(a.refunds, a.cuts, a.seed, a.interp, a.heap, a.settle_every, a.workdir, a.cancel, a.pace, say).run()
+    res["command"] = "python -m host_tools.soak " + " ".join(argv if argv is not None else sys.argv[1:])
     text = json.dumps(res, indent=1, sort_keys=True)
     if a.out:
         with open(a.out, "w") as f:
