@@ -27,8 +27,7 @@ bench: $(STAMP)
 	$(BIN)/python -m host_tools.benchmarks
 
 # The long fuzz: >= 10,000 frames through the host-link decoder and the ECR parser
-# (and through both service-link frame decoders, tests/test_svcframe.py), then the
-# whole-terminal fault campaign.
+# (and through both service-link frame decoders, tests/test_svcframe.py).
 soak: $(STAMP)
 	REFUND_FUZZ_N=$${REFUND_FUZZ_N:-10000} $(BIN)/python -m pytest -q -s -k "fuzz or parser or never_raises" \
 	    tests/test_iso8583.py tests/test_ecr.py
