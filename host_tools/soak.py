@@ -209,7 +209,8 @@ class PrinterFaults(threading.Thread):
     as a clerk does. Not shorter: the printer latches no status, and the driver asks for
     it every poll_ms (1 s) while a receipt is out, so a paper-out reloaded within a
     second can go unseen (the receipt torn across the reload, one line lost, yet
-    confirmed by GS r 1: seen with faults of 0.3-2 s, reported in issue 14)."""
+    confirmed by GS r 1: seen with faults of 0.3-2 s, seed 1, rid 2ZGE-000292; a limit
+    of the driver's polling, left as it is)."""
 
     def __init__(self, pr, seed, log):
         super().__init__(daemon=True)
