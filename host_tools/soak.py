@@ -9,7 +9,8 @@ takes refunds from an ECR while
   the same flash image; the ECR resends an unanswered request with the same `seq`, as a
   till does,
 - a supervisor CANCELs some refunds.
-Then one clean restart, the faults stop, the outbox drains, and the run is reconciled:
+Then the printer's faults stop (the host's go on), one clean restart, the outbox drains,
+and the run is reconciled:
 
   the host ledger holds each approved rid exactly once; reversals net to zero (a
   cancelled refund has net 0); every refund the terminal says is printed was approved
@@ -22,7 +23,7 @@ show it; the run fails. Settlement (`--settle-every N`, issue 13): a SETTLE ever
 refunds and "every batch closed once, totals equal the ledger" at the end; 0 disables it
 (the firmware on main answers SETTLE with unknown_command).
 
-    python -m host_tools.soak --refunds 1000 --cuts 200 --seed 1 --out results.json
+    python -m host_tools.soak --refunds 1000 --cuts 200 --seed 1 --settle-every 0 --out results.json
 """
 import argparse
 import json
