@@ -41,7 +41,7 @@ from host_tools.fwrun import KEY
 from host_tools.hostsim import Faults, HostSim
 from host_tools.nullmodem import NullModem
 from host_tools.printer_emu import PrinterEmulator
-from host_tools.vboard import Board
+from host_tools.vboard import TERMINAL_HEAP, Board
 
 CFG = os.path.join(REPO, "boards", "unix", "bench-config.json")
 RELIABILITY = os.path.join(REPO, "docs", "reliability.json")
@@ -656,7 +656,8 @@ def main(argv=None):
     p.add_argument("--cuts", type=int, default=200, help="power cuts (SIGKILL of the terminal)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--interp", choices=("32", "64"), default="32")
-    p.add_argument("--heap", default="96k")
+    p.add_argument("--heap", help="MicroPython heap (default: 96k on 32, the bench's %s on 64, "
+                                  "where the bytecode is in the heap)" % TERMINAL_HEAP)
     p.add_argument("--settle-every", type=int, default=200, metavar="N",
                    help="SETTLE every N refunds (0: no settlement)")
     p.add_argument("--cancel", type=float, default=0.05, help="share of refunds a supervisor cancels")
@@ -675,7 +676,8 @@ def main(argv=None):
     # SIGTERM (make interrupted, a CI timeout) unwinds like Ctrl-C: the terminal process
     # is killed on the way out instead of left running on its flash image.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    res = Soak(a.refunds, a.cuts, a.seed, a.interp, a.heap, a.settle_every, a.workdir, a.cancel, a.pace, say).run()
+    heap = a.heap or ("96k" if a.interp == "32" else TERMINAL_HEAP)
+    res = Soak(a.refunds, a.cuts, a.seed, a.interp, heap, a.settle_every, a.workdir, a.cancel, a.pace, say).run()
     res["command"] = "python -m host_tools.soak " + " ".join(argv if argv is not None else sys.argv[1:])
     text = json.dumps(res, indent=1, sort_keys=True)
     if a.out:
