@@ -40,6 +40,14 @@ soak: $(STAMP)
 	rm -rf build/soak
 	REFUND_SOAK_DIR=build/soak REFUND_FUZZ_N=$${REFUND_FUZZ_N:-10000} $(BIN)/python -m pytest -q -s \
 	    -k "fuzzed" $(SOAK_FUZZ)
+	# Settlement and a whole shop day with the power cut at every flash write, clean and
+	# torn, on 64 and 32 (tests/test_settle_powercut.py; make test runs a sample).
+	REFUND_SOAK_DIR=build/soak REFUND_SETTLE_CUTS=all $(BIN)/python -m pytest -q -s tests/test_settle_powercut.py
+	# The whole terminal: 1,000 refunds, 200 power cuts, host and printer faults, a
+	# settlement every 200 refunds, reconciled (host_tools/soak.py) -> docs/reliability.json
+	# soak_terminal.
+	$(BIN)/python -m host_tools.soak --refunds $${SOAK_REFUNDS:-1000} --cuts $${SOAK_CUTS:-200} \
+	    --seed $${SOAK_SEED:-1} --settle-every $${SOAK_SETTLE:-200} --out build/soak.json --reliability
 	$(BIN)/python -m host_tools.reliability --collect build/soak
 
 mpy: $(STAMP)

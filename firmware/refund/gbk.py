@@ -52,9 +52,17 @@ def _log(msg, level="WARN"):
 
 def load(path=None):
     """(Re)load the table (the gb18030_tab module, or the file at path); on any
-    problem log it and print CJK as '?'. Returns N."""
+    problem log it and print CJK as '?'. Returns N. A MemoryError propagates (the
+    print job that met it fails and is printed again) and leaves the table not
+    loaded, so that the next lookup tries again: a full heap is not a bad table."""
     global _tab, _n
-    _tab, _n = b"", 0
+    _tab, _n = None, 0
+    _tab, _n = _read(path)
+    return _n
+
+
+def _read(path):
+    # (memoryview of the table, N), or (b"", 0) after logging why there is none
     try:
         if path is None:
             path = "refund.gb18030_tab"
@@ -64,23 +72,22 @@ def load(path=None):
                 data = f.read()
     except (OSError, ImportError) as e:
         _log("no character table %s (%r): Chinese prints as '?'" % (path, e), "ERROR")
-        return 0
+        return b"", 0
     if len(data) < _HDR + 4 or data[:4] != b"GBT1":
         _log("bad character table %s (magic/size): Chinese prints as '?'" % path, "ERROR")
-        return 0
+        return b"", 0
     n = data[4] | (data[5] << 8)
     end = _HDR + 4 * n
     if len(data) != end + 4:
         _log("bad character table %s (length): Chinese prints as '?'" % path, "ERROR")
-        return 0
+        return b"", 0
     crc = getattr(binascii, "crc32", None)
     if crc is not None:
         want = data[end] | (data[end + 1] << 8) | (data[end + 2] << 16) | (data[end + 3] << 24)
         if crc(memoryview(data)[:end]) & 0xFFFFFFFF != want:
             _log("character table %s fails its CRC: Chinese prints as '?'" % path, "ERROR")
-            return 0
-    _tab, _n = memoryview(data), n
-    return n
+            return b"", 0
+    return memoryview(data), n
 
 
 def _table():
