@@ -174,8 +174,52 @@ FOUND = {
 }
 
 
+POWERCUT = {
+    "powercut_settle": ("Power cut at every flash write during a settlement",
+                        "The whole terminal settles 100 refunds with a forced upload (the host "
+                        "lost one) while three more are taken; cut at the k-th program/erase "
+                        "after the start, a fresh interpreter resumes. Checked: the batch closed "
+                        "once on both sides with the terminal's totals, every refund in exactly "
+                        "one batch, the lost refund on every slip, later copies REPRINT."),
+    "powercut_day": ("Power cut at every flash write over a shop day",
+                     "A fresh terminal: 6 refunds from the ECR, sent, approved, printed, then "
+                     "settled; cut at the k-th write, then the ECR resends every request. "
+                     "Checked: each request got the rid it was first given, the host holds each "
+                     "once, no copy printed twice as an original, the batch closed once."),
+}
+
+
+def powercut_section(doc):
+    keys = sorted(k for k in doc if k.startswith("powercut_"))
+    if not keys:
+        return []
+    out = ["## Power-cut campaigns (tests/test_settle_powercut.py)", "",
+           "`make soak` runs every cut point, clean (the write lost) and torn (the block half "
+           "written), on the 64-bit build and the 32-bit frozen one (`REFUND_SETTLE_CUTS=all`); "
+           "`make test` a sample of clean cuts on 64-bit. The cut points are the flash "
+           "programs and erases counted from the start of the session (no seed: every one is "
+           "cut).", "",
+           "| campaign | build | writes in the session | cut points (clean + torn) | violations |",
+           "|---|---|---:|---:|---:|"]
+    for k in keys:
+        d = doc[k]
+        title = POWERCUT.get(d.get("kind", ""), (k,))[0]
+        out.append("| %s | %s-bit | %d | %s | %d |" % (title, d.get("interp", "?"), d.get("writes", 0),
+                                                      _fmt(d["n"]), len(d.get("violations", []))))
+    out.append("")
+    for kind in sorted(POWERCUT):
+        out += ["- **%s.** %s" % POWERCUT[kind]]
+    return out + [""]
+
+
+def soak_section(doc):
+    from host_tools import soak
+
+    return soak.soak_section(doc)
+
+
 # One function per section, each given the whole JSON: add yours here.
-SECTIONS = [fuzz_section]
+SECTIONS = [fuzz_section, soak_section, powercut_section]
 
 
 def markdown(doc):

@@ -178,6 +178,15 @@ def _case(base_img, ledger, rids, tmp, interp, k, torn):
         b.close()
 
 
+def _record(kind, interp, done, total):
+    """make soak: the campaign's counts for docs/reliability.md (every case verified, or
+    the test failed before this)."""
+    from host_tools.reliability import record
+
+    record("%s_%s" % (kind, interp), done, 0, {"cut_points": done}, [], kind=kind, interp=interp,
+           writes=total, torn=FULL)
+
+
 def _interps():
     return ["64", "32"] if FULL else ["64"]
 
@@ -201,6 +210,7 @@ def test_power_cut_at_every_flash_write_during_a_settlement(base, tmp_path, inte
     print("\nsettlement power cuts (%s-bit): %d cut points of %d writes (every %d%s), all verified"
           % (interp, done, total, STEP, ", clean and torn" if FULL else ", clean"))
     assert done >= len(jobs) - 2 and done > 0
+    _record("powercut_settle", interp, done, total)
 
 
 DAY_N = 6
@@ -272,3 +282,4 @@ def test_power_cut_at_every_flash_write_of_a_shop_day(tmp_path, interp):
     print("\nshop-day power cuts (%s-bit): %d cut points of %d writes (every %d%s), all verified"
           % (interp, done, total, DAY_STEP, ", clean and torn" if FULL else ", clean"))
     assert done >= len(jobs) - 2 and done > 0
+    _record("powercut_day", interp, done, total)
