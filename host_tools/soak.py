@@ -630,8 +630,13 @@ def render_soak(res):
         lines.append("| printer: %s | %s |" % (k, pr[k]))
     lines += ["", "Final states: %s; cancels: %s; ledger: %s; paper: %s." % (
         json.dumps(res.get("terminal_states", {}), sort_keys=True), json.dumps(res.get("cancels", {}), sort_keys=True),
-        json.dumps(res.get("ledger", {}), sort_keys=True), json.dumps(res.get("paper", {}), sort_keys=True)), "",
-        "Violations: %d." % len(res.get("violations", []))]
+        json.dumps(res.get("ledger", {}), sort_keys=True), json.dumps(res.get("paper", {}), sort_keys=True))]
+    if res.get("settlement"):
+        st = res["settlement"]
+        lines += ["", "Settlement: %d SETTLE requests (a SETTLE while one runs answers `running` with "
+                  "its batch), %d batches closed, each exactly once with the ledger's count and total "
+                  "(a violation otherwise)." % (st["requested"], st["closed"])]
+    lines += ["", "Violations: %d." % len(res.get("violations", []))]
     for v in res.get("violations", [])[:20]:
         lines.append("- %s %s (seed %s): %s" % (v["kind"], v.get("rid") or "", v["seed"], v["what"]))
     return "\n".join(lines) + "\n"
