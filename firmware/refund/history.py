@@ -45,16 +45,21 @@ class History:
                 best = e
         return best
 
-    def add(self, lo, hi, h):
+    def add(self, lo, hi, h, ix):
         """Compaction steps 1 and 2: append the completed entries among journal records
         lo..hi not yet in the history (ver above h["hist_ver"]), one close() (atomic),
-        then trim if due. Updates the head counters in h."""
+        then trim if due. Updates the head counters in h. ix: the outbox's index, whose
+        tombstones name the latest record of each entry completed since compaction."""
         j = self.j
         n_done = 0
+        # Every littlefs open walks the path's directories again (~16 KB read a record,
+        # docs/benchmarks.md): open only the completed entries' latest records, not all
+        # lo..hi. Unless recovery met a completion it could not index: then scan them all
+        # (versions are consecutive since the last compaction: a range, not a list).
+        k = -1 if ix.unseen else ix.done(lo, hi)
         with open(self.path, "ab") as hist:
-            # Journal versions are consecutive since the last compaction (recovery removes
-            # older leftovers): a range, not a list of up to compact_max file names.
-            for v in range(lo, hi + 1):
+            for i in range(hi - lo + 1 if k < 0 else k):
+                v = lo + i if k < 0 else ix.tmp[i]
                 try:
                     typ, p = j.read(v)
                     if typ == R.T_ENTRY:

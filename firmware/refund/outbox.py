@@ -432,7 +432,7 @@ class Outbox:
         h = dict(self.head)
         self.bt.save_head(h)  # the history keeps entries of batches not closed
         old_base = h["base"]
-        self.hist.add(old_base + 1, self.ver, h)
+        self.hist.add(old_base + 1, self.ver, h, self.ix)
         h["base"] = self.ver
         h["seq_limit"] = self.seq_limit
         h["stan_limit"] = self.stan_limit
@@ -440,7 +440,7 @@ class Outbox:
         self.head = h
         for v in range(old_base + 1, h["base"] + 1):
             self.j.drop(v)
-        self.j.rmdirs()
+        self.j.rmdirs(old_base + 1, h["base"])
         self.ix.squeeze(locs)  # completed tombstones leave RAM
 
     def stats(self):
