@@ -53,13 +53,24 @@ class History:
         j = self.j
         n_done = 0
         # Every littlefs open walks the path's directories again (~16 KB read a record,
-        # docs/benchmarks.md): open only the completed entries' latest records, not all
-        # lo..hi. Unless recovery met a completion it could not index: then scan them all
-        # (versions are consecutive since the last compaction: a range, not a list).
-        k = -1 if ix.unseen else ix.done(lo, hi)
+        # docs/benchmarks.md): open only the completed entries' latest records, named by
+        # the index's tombstones, not every record lo..hi. Their versions, ascending
+        # (completion order), go to ix.tmp (free until the snapshot fills it): insertion
+        # sort in place, ~linear as seq order is nearly completion order.
+        t = ix.tmp
+        k = 0
+        for i in range(ix.n):
+            v = ix.ver[i]
+            if not ix.state[i] and lo <= v <= hi:
+                m = k
+                while m and t[m - 1] > v:
+                    t[m] = t[m - 1]
+                    m -= 1
+                t[m] = v
+                k += 1
         with open(self.path, "ab") as hist:
-            for i in range(hi - lo + 1 if k < 0 else k):
-                v = lo + i if k < 0 else ix.tmp[i]
+            for i in range(k):
+                v = t[i]
                 try:
                     typ, p = j.read(v)
                     if typ == R.T_ENTRY:

@@ -24,16 +24,11 @@ class Index:
         self.ver = array("I")  # version of the latest record
         self.loc = array("i")  # offset in snap, or -1: the latest record is journal file <ver>
         self.tmp = array("i")  # compaction's new offsets: made with the rest, never mid-drain
-        # Recovery met a completed record of an entry never indexed (its earlier records
-        # damaged): no tombstone names it, only a scan of the journal finds it for the
-        # history (refund.history.add).
-        self.unseen = False
         self.reserve(cap)
 
     def clear(self):
         """Empty, keeping the arrays (recovery runs again)."""
         self.n = self.live = self.pending = 0
-        self.unseen = False
 
     def reserve(self, need):
         cap = len(self.seq)
@@ -69,9 +64,8 @@ class Index:
                 return
             self._account(i, -1)
         else:
-            if R.complete(state, flags):
-                self.unseen = True
-                return  # completed before it was ever seen live: history only
+            # A completed entry never seen live (recovery: its earlier records damaged)
+            # still gets a tombstone: compaction moves the records tombstones name.
             self.reserve(self.n + 1)
             for j in range(self.n, i, -1):  # open slot i (only recovery inserts mid-way)
                 self.seq[j] = self.seq[j - 1]
@@ -110,21 +104,3 @@ class Index:
                 self.loc[k] = locs[i]
                 k += 1
         self.n = k
-        self.unseen = False  # the journal those records were in is gone
-
-    def done(self, lo, hi):
-        """Versions lo..hi of the latest records of the completed entries (tombstones),
-        ascending, in tmp[:k] (free until compaction's snapshot fills it); returns k.
-        Insertion sort in place: seq order is nearly completion order, so ~linear."""
-        t = self.tmp
-        k = 0
-        for i in range(self.n):
-            v = self.ver[i]
-            if not self.state[i] and lo <= v <= hi:
-                m = k
-                while m and t[m - 1] > v:
-                    t[m] = t[m - 1]
-                    m -= 1
-                t[m] = v
-                k += 1
-        return k
