@@ -114,13 +114,13 @@ class Journal:
             raise
         self._made = v >> _JFAN
 
-    def rmdirs(self, lo=-1, hi=-1):
+    def rmdirs(self, lo, hi):
         """Journal subdirectories of versions hi down to lo, emptied by compaction, go;
-        without a range (recovery), every empty one (a power cut between mkdir and the
-        record leaves one). A non-empty one refuses rmdir. Newest first: littlefs makes
-        each directory just after its parent in its list of directories and rmdir walks
-        that list to the predecessor, so oldest first read every newer one (~70 KB a
-        directory with 16 of them, docs/benchmarks.md)."""
+        lo < 0 (recovery): every empty one (a power cut between mkdir and the record
+        leaves one). A non-empty one refuses rmdir. Newest first: littlefs makes each
+        directory just after its parent in its list of directories and rmdir walks that
+        list to the predecessor, so oldest first read every newer one (~70 KB a directory
+        with 16 of them, docs/benchmarks.md). No default arguments: their tuple is heap."""
         if lo < 0:
             ds = [d[0] for d in os.ilistdir(self.jdir) if d[1] == _S_IFDIR]
             ds.sort()  # 7 digits with leading zeros: name order is version order

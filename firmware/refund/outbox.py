@@ -124,7 +124,7 @@ class Outbox:
                     j.damage("journal record %d: %s" % (v, e))
         bt.replay_end()
         self.ver = ver
-        j.rmdirs()
+        j.rmdirs(-1, -1)
         # A crash may skip numbers, never reuse one: start after every lease.
         self.seq_limit = self.next_seq = seq_limit
         self.stan_limit = self.next_stan = stan_limit
