@@ -332,3 +332,77 @@ for bad in (g + "-+00001", g + "- 00001", g + "-00001 ", g + "-1_0000", g + "--0
     assert re.search(r"SEVEN \S+-1000000 103 1", out), out
     bad = [l for l in out.splitlines() if l.startswith("BAD")]
     assert len(bad) == 13 and all(l.endswith(" None True") for l in bad), out
+
+
+def test_compaction_moves_every_completed_entry_to_the_history_in_completion_order(mp, tmp_path):
+    # Every entry completed since the last compaction reaches the history, in completion
+    # order (not entry order), also one whose earlier records are damaged and only its
+    # printed record is whole (it was never indexed live). Guards a compaction that reads
+    # fewer journal records (issue 14).
+    img = str(tmp_path / "f.img")
+    out = run(mp, img, r"""
+import os
+import board
+from refund.outbox import Outbox
+from refund import record as R
+board.mount_flash(print)
+ob = Outbox("/flash/ob", board.now, print, {"compact_min": 1000, "compact_max": 1000})
+ob.recover()
+rids = [ob.accept(100 + i, 156, "ORIG%08d" % i, "01")["rid"] for i in range(8)]
+for r in rids[:6]:
+    ob.mark_sent(r)
+    ob.approve(r, "RRN000000001", "AUTH01")
+# Completion order is not entry order: 4, 1, 3 print; 0 first, 5 last.
+for k in (0, 4, 1, 3, 5):
+    ob.print_begun(rids[k])
+    ob.printed(rids[k])
+ob.print_begun(rids[2])
+ob.printed(rids[2])
+mine = []  # entry 2's records; all but its last (printed) are damaged
+for v in ob.j.versions():
+    typ, p = ob.j.read(v)
+    if typ == R.T_ENTRY and R.entry_head(p)[1] == ob.seq_of(rids[2]):
+        mine.append(v)
+for v in mine[:-1]:
+    with open(ob.j.path(v), "rb") as f:
+        b = bytearray(f.read())
+    b[10] ^= 1
+    with open(ob.j.path(v), "wb") as f:
+        f.write(b)
+print("RIDS", " ".join(rids))
+""")
+    rids = re.search(r"RIDS (.*)", out).group(1).split()
+    out = run(mp, img, r"""
+import board
+from refund.outbox import Outbox
+board.mount_flash(print)
+ob = Outbox("/flash/ob", board.now, lambda t, m, level="INFO": print("LOG", level, t, m),
+            {"compact_min": 1000, "compact_max": 1000})
+r = ob.recover()
+print("RECOVER", r["live"], r["damaged"])
+ob.compact()
+print("AFTER", ob.stats()["journal"])
+print("HIST1", " ".join(e["rid"] for e in ob.history()))
+rids = "%s".split()
+# The next compaction, at run time. The newest entry
+# completes first (cancelled unsent), then rids[7] (slip printed); rids[6] stays live.
+x = ob.accept(999, 156, "ORIGXXXXXXXX", "01")["rid"]
+ob.cancel(x)
+for r in rids[6:]:
+    ob.mark_sent(r)
+    ob.decline(r, "05")
+ob.print_begun(rids[7])
+ob.slip_printed(rids[7])
+print("X", x)
+ob.compact()
+print("HIST2", " ".join(e["rid"] for e in ob.history()))
+print("LIVE", " ".join(ob.rid(s) for s in ob.seqs(None)))
+""" % " ".join(rids))
+    assert "RECOVER 2 4" in out, out
+    assert "AFTER 0" in out, out
+    order = [rids[k] for k in (0, 4, 1, 3, 5, 2)]
+    assert re.search(r"HIST1 (.*)", out).group(1).split() == order, out
+    hist2 = re.search(r"HIST2 (.*)", out).group(1).split()
+    x = re.search(r"X (.*)", out).group(1)
+    assert hist2 == order + [x, rids[7]], out
+    assert re.search(r"LIVE (.*)", out).group(1).split() == [rids[6]], out
