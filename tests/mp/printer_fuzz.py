@@ -26,13 +26,7 @@ def log(tag, msg, level="INFO", ev=True):
         print("LOG", level, tag, msg)
 
 
-def exists(p):
-    try:
-        os.stat(p)
-        return True
-    except OSError:
-        return False
-
+from refund.journal import exists  # noqa: E402
 
 board.mount_flash(log)
 ob = Outbox("/flash/ob", board.now, log)
