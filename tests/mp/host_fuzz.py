@@ -4,7 +4,6 @@
 # cfg["switch"] exists; then a SNAP line per entry, and the run goes on until every entry
 # is final or the deadline. Lines: LOG (WARN/ERROR), DIED (the sender task ended), SNAP,
 # E (final entries), RESULT.
-import os
 import sys
 import json
 import time

@@ -4,7 +4,6 @@
 # SNAP line per entry, the driver's timings become cfg["after"], and the run goes on until nothing is owed or the deadline.
 # Lines: LOG (WARN/ERROR), DIED (the printer task ended), PRINTED (an entry became
 # printed before the switch), SNAP, E, RESULT.
-import os
 import sys
 import json
 import time
