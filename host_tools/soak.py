@@ -20,10 +20,10 @@ and the run is reconciled:
 
 A violation names the rid, the seed and the log lines (soak log, console, ledger) that
 show it; the run fails. Settlement (`--settle-every N`, issue 13): a SETTLE every N
-refunds and "every batch closed once, totals equal the ledger" at the end; 0 disables it
-(the firmware on main answers SETTLE with unknown_command).
+refunds (default 200) and "every batch closed once, totals equal the ledger" at the end;
+0 disables it.
 
-    python -m host_tools.soak --refunds 1000 --cuts 200 --seed 1 --settle-every 0 --out results.json
+    python -m host_tools.soak --refunds 1000 --cuts 200 --seed 1 --settle-every 200 --out results.json
 """
 import argparse
 import json
