@@ -124,11 +124,28 @@ def compaction_md(d):
     L += ["", "(The steps: the same state made again, `Outbox.compact()`'s calls made one by one.) "
           "Unit costs in the same run: opening and reading one %d-byte journal record "
           "(`Journal.read`, path `ob/j/GGGGGGG/NNNNNNNN`) reads %d B in %d device reads; opening "
-          "`ob/snap` and reading 60 B at its middle reads %d B in %d. %d journal records x 2 path "
-          "walks (`History.add` reads each, `Journal.drop` removes each) make most of the total: "
-          "the cost is littlefs's directory lookups, not the records' bytes." % (
+          "`ob/snap` and reading 60 B at its middle reads %d B in %d. The cost is littlefs's "
+          "directory lookups, not the records' bytes: every open or remove walks the path's "
+          "four directories again. `History.add` opens only the %d completed entries' latest "
+          "records (the index's tombstones name them), `Journal.drop` still removes each of "
+          "the %d records, one path walk each: most of what is left." % (
               b["journal_bytes"] // max(b["journal_files"], 1), j["bytes_read"], j["reads"],
-              s["bytes_read"], s["reads"], nj), ""]
+              s["bytes_read"], s["reads"], d.get("moved", 0), nj), ""]
+    bf = d.get("before_fix")
+    if bf:
+        sm = d.get("small_reads")
+        L += ["Against the figures before the fix (%s; `History.add` opened every journal record, "
+              "`rmdirs` went oldest first):" % bf["date"], "",
+              "| mount | before: ms | before: bytes read | after: ms | after: bytes read | bytes read, before / after |",
+              "|---|---:|---:|---:|---:|---:|"]
+        rows = [("64-bit bench (readsize 512)", bf["total"], t)]
+        if sm and bf.get("small_total"):
+            rows.append(("32-bit board (readsize 32)", bf["small_total"], sm["total"]))
+        for name, x, y in rows:
+            L.append("| %s | %.1f | %d | %.1f | %d | **%.2fx** |" % (
+                name, x["us"] / 1000, x["bytes_read"], y["us"] / 1000, y["bytes_read"],
+                x["bytes_read"] / max(y["bytes_read"], 1)))
+        L.append("")
     if d.get("stat_walk"):
         L += ["`os.stat` of each prefix of one journal record's path (littlefs keeps no directory "
               "metadata between calls: each walk fetches every directory's metadata pair again):", "",

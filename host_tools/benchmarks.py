@@ -54,7 +54,23 @@ def compaction_section(tmp):
     # The same on the 32-bit board's mount (REFUND_LFS_READ=32: 128-byte littlefs caches).
     env = {"REFUND_LFS_READ": "32"}
     d["small_reads"] = mp(["compact", 500, 250], os.path.join(tmp, "compact32.img"), blocks=512, env=env)
+    d["before_fix"] = _compaction_before_fix()
     return d
+
+
+def _compaction_before_fix():
+    """The figures of the last run before issue 14's fix (History.add opened every journal
+    record, rmdirs went oldest first), kept from docs/benchmarks.json for comparison."""
+    try:
+        sec = bench_doc.load()["sections"]["compaction"]
+    except (FileNotFoundError, KeyError):
+        return None
+    d = sec.get("data") or {}
+    if "before_fix" in d:
+        return d["before_fix"]
+    if "total" not in d:
+        return None
+    return {"date": sec["date"], "total": d["total"], "small_total": d["small_reads"]["total"]}
 
 
 GROWTH = (10, 100, 500, 1000)

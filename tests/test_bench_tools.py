@@ -8,7 +8,7 @@ def test_compaction_cost_counts_every_step(tmp_path):
     d = benchmarks.mp(["compact", 40, 64], str(tmp_path / "c.img"), blocks=256)
     assert d["live"] == 40 and d["before"]["journal_files"] >= 64
     assert [s[0].split(":")[0] for s in d["steps"]] == ["hist.add", "snapshot.write", "journal.drop of each compacted record",
-                                                        "rmdirs + index squeeze"]
+                                                        "rmdirs (newest first) + index squeeze"]
     for _name, s in d["steps"] + [("total", d["total"])]:
         assert s["reads"] > 0 and s["bytes_read"] > 0
     # compaction did its job: the journal is gone into snap + hist

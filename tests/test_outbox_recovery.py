@@ -335,10 +335,9 @@ for bad in (g + "-+00001", g + "- 00001", g + "-00001 ", g + "-1_0000", g + "--0
 
 
 def test_compaction_moves_every_completed_entry_to_the_history_in_completion_order(mp, tmp_path):
-    # Every entry completed since the last compaction reaches the history, in completion
-    # order (not entry order), also one whose earlier records are damaged and only its
-    # printed record is whole (it was never indexed live). Guards a compaction that reads
-    # fewer journal records (issue 14).
+    # Compaction opens only the latest record of each entry the index holds as completed
+    # (a tombstone), in completion order; an entry whose earlier records are damaged and
+    # only its printed record whole gets its tombstone at recovery all the same.
     img = str(tmp_path / "f.img")
     out = run(mp, img, r"""
 import os
@@ -384,7 +383,7 @@ ob.compact()
 print("AFTER", ob.stats()["journal"])
 print("HIST1", " ".join(e["rid"] for e in ob.history()))
 rids = "%s".split()
-# The next compaction, at run time. The newest entry
+# The next compaction with nothing to recover: tombstones only. The newest entry
 # completes first (cancelled unsent), then rids[7] (slip printed); rids[6] stays live.
 x = ob.accept(999, 156, "ORIGXXXXXXXX", "01")["rid"]
 ob.cancel(x)

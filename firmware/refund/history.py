@@ -45,16 +45,32 @@ class History:
                 best = e
         return best
 
-    def add(self, lo, hi, h):
+    def add(self, lo, hi, h, ix):
         """Compaction steps 1 and 2: append the completed entries among journal records
         lo..hi not yet in the history (ver above h["hist_ver"]), one close() (atomic),
-        then trim if due. Updates the head counters in h."""
+        then trim if due. Updates the head counters in h. ix: the outbox's index, whose
+        tombstones name the latest record of each entry completed since compaction."""
         j = self.j
         n_done = 0
+        # Every littlefs open walks the path's directories again (~16 KB read a record,
+        # docs/benchmarks.md): open only the completed entries' latest records, named by
+        # the index's tombstones, not every record lo..hi. Their versions, ascending
+        # (completion order), go to ix.tmp (free until the snapshot fills it): insertion
+        # sort in place, ~linear as seq order is nearly completion order.
+        t = ix.tmp
+        k = 0
+        for i in range(ix.n):
+            v = ix.ver[i]
+            if not ix.state[i] and lo <= v <= hi:
+                m = k
+                while m and t[m - 1] > v:
+                    t[m] = t[m - 1]
+                    m -= 1
+                t[m] = v
+                k += 1
         with open(self.path, "ab") as hist:
-            # Journal versions are consecutive since the last compaction (recovery removes
-            # older leftovers): a range, not a list of up to compact_max file names.
-            for v in range(lo, hi + 1):
+            for i in range(k):
+                v = t[i]
                 try:
                     typ, p = j.read(v)
                     if typ == R.T_ENTRY:

@@ -64,8 +64,8 @@ class Index:
                 return
             self._account(i, -1)
         else:
-            if R.complete(state, flags):
-                return  # completed before it was ever seen live: history only
+            # A completed entry never seen live (recovery: its earlier records damaged)
+            # still gets a tombstone: compaction moves the records tombstones name.
             self.reserve(self.n + 1)
             for j in range(self.n, i, -1):  # open slot i (only recovery inserts mid-way)
                 self.seq[j] = self.seq[j - 1]

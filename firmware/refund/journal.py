@@ -114,15 +114,24 @@ class Journal:
             raise
         self._made = v >> _JFAN
 
-    def rmdirs(self):
-        """Journal subdirectories emptied by compaction (or left empty by a power cut
-        between mkdir and the record) go; a non-empty one refuses rmdir."""
-        for d in list(os.ilistdir(self.jdir)):
-            if d[1] == _S_IFDIR:
-                try:
-                    os.rmdir(self.jdir + "/" + d[0])
-                except OSError:
-                    pass
+    def rmdirs(self, lo, hi):
+        """Journal subdirectories of versions hi down to lo, emptied by compaction, go;
+        lo < 0 (recovery): every empty one (a power cut between mkdir and the record
+        leaves one). A non-empty one refuses rmdir. Newest first: littlefs makes each
+        directory just after its parent in its list of directories and rmdir walks that
+        list to the predecessor, so oldest first read every newer one (~70 KB a directory
+        with 16 of them, docs/benchmarks.md). No default arguments: their tuple is heap."""
+        if lo < 0:
+            ds = [d[0] for d in os.ilistdir(self.jdir) if d[1] == _S_IFDIR]
+            ds.sort()  # 7 digits with leading zeros: name order is version order
+        else:
+            ds = range(lo >> _JFAN, (hi >> _JFAN) + 1)
+        for i in range(len(ds) - 1, -1, -1):
+            d = ds[i]
+            try:
+                os.rmdir(self.jdir + "/" + d if lo < 0 else "%s/%07d" % (self.jdir, d))
+            except OSError:
+                pass
         self._made = -1
 
     # ---- files of many frames (snap, hist) ------------------------------------------

@@ -124,7 +124,7 @@ class Outbox:
                     j.damage("journal record %d: %s" % (v, e))
         bt.replay_end()
         self.ver = ver
-        j.rmdirs()
+        j.rmdirs(-1, -1)
         # A crash may skip numbers, never reuse one: start after every lease.
         self.seq_limit = self.next_seq = seq_limit
         self.stan_limit = self.next_stan = stan_limit
@@ -432,7 +432,7 @@ class Outbox:
         h = dict(self.head)
         self.bt.save_head(h)  # the history keeps entries of batches not closed
         old_base = h["base"]
-        self.hist.add(old_base + 1, self.ver, h)
+        self.hist.add(old_base + 1, self.ver, h, self.ix)
         h["base"] = self.ver
         h["seq_limit"] = self.seq_limit
         h["stan_limit"] = self.stan_limit
@@ -440,7 +440,7 @@ class Outbox:
         self.head = h
         for v in range(old_base + 1, h["base"] + 1):
             self.j.drop(v)
-        self.j.rmdirs()
+        self.j.rmdirs(old_base + 1, h["base"])
         self.ix.squeeze(locs)  # completed tombstones leave RAM
 
     def stats(self):

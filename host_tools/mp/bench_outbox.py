@@ -138,8 +138,10 @@ def compact_cost(n, jn):
     out["before"] = _sizes(ob)
     # One compaction whole, as the outbox runs it.
     a = _counts(dev)
+    h0 = ob.head["hist_count"]
     ob.compact()
     out["total"] = _delta(a, _counts(dev))
+    out["moved"] = ob.head["hist_count"] - h0  # completed entries: the records hist.add opens
     # The same state again, the steps of Outbox.compact() one by one.
     journal()
     out["before2"] = _sizes(ob)
@@ -148,9 +150,9 @@ def compact_cost(n, jn):
     old_base = h["base"]
     steps = []
     a = _counts(dev)
-    ob.hist.add(old_base + 1, ob.ver, h)
+    ob.hist.add(old_base + 1, ob.ver, h, ob.ix)
     b = _counts(dev)
-    steps.append(("hist.add: read journal %d..%d, append completed" % (old_base + 1, ob.ver), _delta(a, b)))
+    steps.append(("hist.add: open the completed entries' latest records of journal %d..%d, append them" % (old_base + 1, ob.ver), _delta(a, b)))
     h["base"] = ob.ver
     h["seq_limit"] = ob.seq_limit
     h["stan_limit"] = ob.stan_limit
@@ -162,10 +164,10 @@ def compact_cost(n, jn):
         ob.j.drop(v)
     d = _counts(dev)
     steps.append(("journal.drop of each compacted record", _delta(c, d)))
-    ob.j.rmdirs()
+    ob.j.rmdirs(old_base + 1, h["base"])
     ob.ix.squeeze(locs)
     e = _counts(dev)
-    steps.append(("rmdirs + index squeeze", _delta(d, e)))
+    steps.append(("rmdirs (newest first) + index squeeze", _delta(d, e)))
     out["steps"] = steps
     # Unit costs: one journal record read, one snapshot frame read at its offset.
     lifecycle(ob, k[0])
