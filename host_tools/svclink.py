@@ -165,6 +165,9 @@ class LinkError(Exception):
         self.reason = reason
 
 
+_SHORT_OF_RAM = 5  # "memory" answers asked again before giving up
+
+
 class ServiceError(Exception):
     """The board answered ok=false: err is the reply's code (unknown_rid, auth, ...)."""
 
@@ -259,7 +262,9 @@ class Client:
         tries = self.tries if tries is None else tries
         why = "timeout"
         bad0 = self.dec.stats["bad_crc"] + self.dec.stats["bad_byte"] + self.dec.stats["truncated"]
-        for attempt in range(tries):
+        attempt, short = -1, 0
+        while attempt + 1 < tries:
+            attempt += 1
             if attempt:
                 self.log("%s: %s; sending again (try %d of %d)" % (req["cmd"], why, attempt + 1, tries))
             try:
@@ -281,6 +286,14 @@ class Client:
                         why = "part %s missing" % want
                         break
                 if hdr.get("ok") is False:
+                    if hdr.get("err") == "memory" and want == 0 and short < _SHORT_OF_RAM:
+                        # "no RAM for this reply now: ask again": nothing of it was yielded,
+                        # so asking again is safe for every caller; it costs no try
+                        short += 1
+                        attempt -= 1
+                        why = "the board is short of RAM for this reply"
+                        time.sleep(0.5)
+                        break
                     err = ServiceError(hdr)
                     err.attempt = attempt
                     raise err

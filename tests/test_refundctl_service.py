@@ -25,7 +25,7 @@ class FakeBoard(threading.Thread):
     """Answers service frames on a pty like refund/service.py (a subset)."""
 
     def __init__(self, n_records=40, drop=(), corrupt=False, silent_first=0, console_text=True,
-                 log_when_silent=False):
+                 log_when_silent=False, short_of_ram=0):
         super().__init__(daemon=True)
         self.master, slave = os.openpty()
         self.path = os.ttyname(slave)
@@ -37,6 +37,7 @@ class FakeBoard(threading.Thread):
         self.silent_first = silent_first
         self.console_text = console_text
         self.log_when_silent = log_when_silent  # a busy console: log lines, no answer yet
+        self.short_of_ram = short_of_ram  # the first N requests answered "memory" (ask again)
         self.seen, self.raw = [], bytearray()
         self.nonce = None
         self.stop = False
@@ -65,6 +66,10 @@ class FakeBoard(threading.Thread):
                 if len(self.seen) <= self.silent_first:
                     if self.log_when_silent:
                         os.write(self.master, b"5120 INFO sender: host up\n")
+                    continue
+                if len(self.seen) <= self.silent_first + self.short_of_ram:
+                    self.send({"id": req["id"], "ok": False, "err": "memory",
+                               "text": "no RAM for this reply now: ask again"})
                     continue
                 self.answer(req)
 
@@ -155,6 +160,17 @@ def test_a_lost_reply_is_asked_again_with_the_same_request(board):
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["fw"] == "9.9"
     assert len(b.seen) >= 2 and all(q == b.seen[0] for q in b.seen)  # same id, same request
+
+
+def test_a_board_short_of_ram_is_asked_again(board):
+    # refund/service.py answers "memory" when the reply's buffer does not fit the heap now
+    b = board(short_of_ram=2)
+    r = ctl(b.path, "logs", "--json", "--no-progress")
+    assert r.returncode == 0, r.stderr
+    assert len(b.seen) >= 3 and b.seen[0] == b.seen[1] == b.seen[2]
+    b2 = board(short_of_ram=99)
+    r = ctl(b2.path, "info")
+    assert r.returncode == 1 and "no RAM for this reply now" in r.stderr, r.stderr
 
 
 def test_bad_crc_after_retries_is_a_one_line_failure(board):
