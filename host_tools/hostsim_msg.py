@@ -116,6 +116,17 @@ def frame(data):
     return len(data).to_bytes(2, "big") + data
 
 
+def split_frames(buf):
+    """Bytes read from a connection -> (the messages of its complete frames, what is
+    left for the next read): the transport's 2-byte big-endian length prefix."""
+    out = []
+    while len(buf) >= 2 and len(buf) >= 2 + int.from_bytes(buf[:2], "big"):
+        n = int.from_bytes(buf[:2], "big")
+        out.append(bytes(buf[2:2 + n]))
+        buf = buf[2 + n:]
+    return out, buf
+
+
 def verify(key, data, doc):
     """True if the MAC field is where the spec puts it and verifies."""
     second = any(k.isdigit() and int(k) > 64 for k in doc)

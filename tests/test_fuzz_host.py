@@ -22,14 +22,11 @@ import subprocess
 import threading
 import time
 
-import iso8583
-from iso8583.specs import default_ascii as SPEC
-
 from host_tools import REPO, reliability, vboard
 from host_tools.fwrun import KEY, MID, TID, check_exactly_once
 from host_tools.hostsim import HostSim
 from host_tools.hostsim_ledger import Refund
-from host_tools.hostsim_msg import encode as sim_encode
+from host_tools.hostsim_msg import decode, split_frames, encode as sim_encode
 
 N = int(os.environ.get("REFUND_FUZZ_N", "300"))
 SEED = int(os.environ.get("REFUND_FUZZ_SEED", "8584"))
@@ -123,10 +120,9 @@ class FuzzHost:
                 if not d:
                     return
                 buf += d
-                while len(buf) >= 2 and len(buf) >= 2 + int.from_bytes(buf[:2], "big"):
-                    n = int.from_bytes(buf[:2], "big")
-                    req, _ = iso8583.decode(buf[2:2 + n], SPEC)
-                    buf = buf[2 + n:]
+                msgs, buf = split_frames(buf)
+                for raw in msgs:
+                    req = decode(raw)
                     with self.lock:
                         if self.stopped or self.done.is_set():
                             return
@@ -460,10 +456,9 @@ def test_an_echo_left_unanswered_does_not_kill_the_sender(tmp_path):
                 if not d:
                     break
                 buf += d
-                while len(buf) >= 2 and len(buf) >= 2 + int.from_bytes(buf[:2], "big"):
-                    n = int.from_bytes(buf[:2], "big")
-                    req, _ = iso8583.decode(buf[2:2 + n], SPEC)
-                    buf = buf[2 + n:]
+                msgs, buf = split_frames(buf)
+                for raw in msgs:
+                    req = decode(raw)
                     if req["t"] == "0800":
                         seen["0800"] += 1
                         if seen["0800"] == 1:

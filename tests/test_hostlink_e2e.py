@@ -6,11 +6,10 @@ import os
 import socket
 import threading
 
-import iso8583
 import pytest
-from iso8583.specs import default_ascii as SPEC
 
 from host_tools.hostsim import HostSim, Faults, encode as sim_encode
+from host_tools.hostsim_msg import decode, split_frames
 from host_tools.fwrun import KEY, TID, check_exactly_once, ledger_net, run_terminal
 
 
@@ -158,10 +157,9 @@ class EvilHost:
             if not d:
                 return
             buf += d
-            while len(buf) >= 2 and len(buf) >= 2 + int.from_bytes(buf[:2], "big"):
-                n = int.from_bytes(buf[:2], "big")
-                req, _ = iso8583.decode(buf[2:2 + n], SPEC)
-                buf = buf[2 + n:]
+            msgs, buf = split_frames(buf)
+            for raw in msgs:
+                req = decode(raw)
                 ans = {"t": "0210", "3": "200000", "4": req["4"], "11": req["11"], "37": "000000000099",
                        "38": "AUTH99", "39": "00", "41": req["41"], "42": req["42"], "49": req["49"],
                        "62": req["62"].split(";")[0]}
@@ -208,10 +206,9 @@ class NoisyHost(EvilHost):
             if not d:
                 return
             buf += d
-            while len(buf) >= 2 and len(buf) >= 2 + int.from_bytes(buf[:2], "big"):
-                n = int.from_bytes(buf[:2], "big")
-                req, _ = iso8583.decode(buf[2:2 + n], SPEC)
-                buf = buf[2 + n:]
+            msgs, buf = split_frames(buf)
+            for raw in msgs:
+                req = decode(raw)
                 for j in self.junk(req, key, first):
                     c.sendall(j)
                     if j[:2] == b"\x00\x00" or int.from_bytes(j[:2], "big") > 4096:

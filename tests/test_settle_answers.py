@@ -14,7 +14,7 @@ import pytest
 from conftest import mp_env_path, mp_exe
 from host_tools import REPO, vboard
 from host_tools.fwrun import KEY
-from host_tools.hostsim_msg import decode, encode, frame
+from host_tools.hostsim_msg import decode, encode, frame, split_frames
 from host_tools.shop import BENCH_CFG
 
 RUN = os.path.join(REPO, "host_tools", "mp", "settle_run.py")
@@ -66,9 +66,9 @@ class ScriptedHost:
                 if not data:
                     return
                 buf += data
-                while len(buf) >= 2 and len(buf) >= 2 + int.from_bytes(buf[:2], "big"):
-                    n = int.from_bytes(buf[:2], "big")
-                    req, buf = decode(buf[2:2 + n]), buf[2 + n:]
+                msgs, buf = split_frames(buf)
+                for raw in msgs:
+                    req = decode(raw)
                     self.got.append((req["t"], req["11"], req["3"]))
                     v = self.variants.pop(0) if self.variants else "good"
                     c.sendall(_answer(req, v))
