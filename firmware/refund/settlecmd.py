@@ -44,6 +44,7 @@ class Gate:
         self._path = ob.root + "/settle"
         self._at = settle_minutes(cfg.get("settle_at", ""))
         self._task = None
+        self._look = True  # whether a state file may be on flash that no task runs
         self.obj = None
         self.last = read_state(self._path + ".last")
 
@@ -81,6 +82,7 @@ class Gate:
             await self.obj.run()  # until it has ended
             self.last = self.obj.last
         except Exception as e:  # noqa: the state file stays; tick() resumes it
+            self._look = True
             self.log("settle", "settlement task failed: %r; resuming" % (e,), level="ERROR")
         finally:
             self._task = None
@@ -103,11 +105,16 @@ class Gate:
         failed task), or start the daily one (settle_at)."""
         if self._task is not None:
             return
-        if self.ob.bt.cut or exists(self._path):
+        # The flash is looked at once (boot, or after a task failed), not every tick:
+        # otherwise only start() makes a state file, and it runs the task itself.
+        left = self._look and exists(self._path)
+        self._look = False
+        if self.ob.bt.cut or left:
             try:
                 self._load()
             except MemoryError:
                 gc.collect()
+                self._look = left
                 return  # next tick
             self._run()
             return
