@@ -22,6 +22,10 @@ GB18030 double-byte mode as on the printers of Chinese bank terminals):
 * In-band status: GS r 1 (paper sensor, Epson layout 0xx0xxxx) and GS I n are
   answered when the parser reaches them, i.e. after everything before them has
   been printed: a completion check.
+* Automatic status back: after GS a n (n with online/offline, error or paper bits;
+  ESC @ turns it off again) the printer sends its 4 status bytes (Epson layout:
+  0xx1xx00, then three 0xx0xxxx) at once and then at every status change, offline
+  included: a paper end that is reloaded a moment later is still reported.
 * Faults, at start or while running (Python API `set_fault`, or the JSON-lines
   control socket): paper out (now or after N more printed lines; the printer then
   stops in the middle of a line), paper near end, cover open, offline, no status
@@ -114,7 +118,7 @@ class PrinterEmulator:
         self._log = log or (lambda msg: sys.stderr.write("refund-printer: %s\n" % msg))
         self.lock = threading.RLock()
         self.stats = {"rx": 0, "tx": 0, "xoff": 0, "xon": 0, "overrun": 0, "realtime_dropped": 0,
-                      "status_replies": 0, "lines_printed": 0, "unknown": 0, "garbled_gb": 0}
+                      "status_replies": 0, "asb": 0, "lines_printed": 0, "unknown": 0, "garbled_gb": 0}
         self.faults = PrinterFaults()
         self.modes = Modes()
         self.out = ReceiptWriter(out_dir, width, self.columns, self.dots, self.font_path,
@@ -127,6 +131,7 @@ class PrinterEmulator:
         self.rx = bytearray()
         self.tx = bytearray()  # replies waiting for the line (or for replies())
         self._rt_tail = b""  # partial real-time command across reads
+        self._asb_sent = None  # the last automatic status back sent
         self.xoff = False
         self._xoff_at = 0.0
         self._port = None  # printer_tty.TtyPort once started
@@ -329,9 +334,14 @@ class PrinterEmulator:
         return keep
 
     def _in_band(self, cmd, n):
-        """GS r n ("r", a status reply) / GS I n ("I") reached by the parser."""
+        """GS r n ("r", a status reply) / GS I n ("I") / GS a n ("a") reached by the parser."""
         if cmd == "r":
             self._reply(self.faults.gs_r(n), True)
+        elif cmd == "a":
+            # Epson: the status is sent when ASB is enabled, then at every change.
+            self.modes.asb = n & 0x0E  # online/offline, error, paper sensor (no drawer)
+            self._asb_sent = None
+            self._asb()
         else:
             self._reply(self.faults.gs_i(n), False)
 
@@ -352,9 +362,21 @@ class PrinterEmulator:
         self.tx += data
         self.stats["tx"] += len(data)
 
+    def _asb(self):
+        """Automatic status back: the 4 status bytes whenever they change, even while
+        offline (a paper end mid-receipt is reported the moment it happens)."""
+        if not self.modes.asb:
+            return
+        data = self.faults.asb()
+        if data is not None and data != self._asb_sent:
+            self._asb_sent = data
+            self.stats["asb"] += 1
+            self._send(data)
+
     def _flow(self):
         if self.faults.dead:
             return
+        self._asb()
         used = len(self.rx)
         online = self.faults.online()
         if not self.xoff and (used >= self.capacity - self.xoff_margin or not online):

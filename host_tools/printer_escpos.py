@@ -52,6 +52,7 @@ class Modes:
         self.qr_data = None
         self.bc_height = 162
         self.bc_hri = 0
+        self.asb = 0  # GS a n: automatic status back items (0 = off; ESC @ turns it off)
 
     def attrs(self):
         """The attributes a printed character keeps: (bold, underline, wmul, hmul, font_b)."""
@@ -307,8 +308,8 @@ class EscPosParser:
                 return 0
             self.paper.barcode(BARCODE_B.get(v, str(v)), bytes(b[4:ln]), m.bc_height, m.bc_hri)
             return ln
-        if c == 0x72 or c == 0x49:  # GS r n: in-band status / GS I n: printer id
-            if n < 3:
+        if c == 0x72 or c == 0x49 or c == 0x61:  # GS r n: in-band status / GS I n:
+            if n < 3:  # printer id / GS a n: automatic status back
                 return 0
             self._in_band(chr(c), b[2])
             return 3
@@ -331,7 +332,7 @@ class EscPosParser:
             return 2
         if c == 0x5E:  # GS ^ r t m (run macro)
             return 5 if n >= 5 else 0
-        if c in (0x68, 0x77, 0x48, 0x66, 0x42, 0x62, 0x61, 0x2F, 0x7C, 0x45, 0x54, 0x63):
+        if c in (0x68, 0x77, 0x48, 0x66, 0x42, 0x62, 0x2F, 0x7C, 0x45, 0x54, 0x63):
             if n < 3:
                 return 0
             if c == 0x68:

@@ -110,6 +110,18 @@ class PrinterFaults:
             b |= 0x80  # bit 7 is fixed 0: the reply no longer matches 0xx1xx10
         return bytes((b,))
 
+    def asb(self):
+        """The 4 bytes of an automatic status back (Epson layout, fixed bits: 0xx1xx00
+        then three 0xx0xxxx), or None when the printer sends no status."""
+        if self._silent():
+            return None
+        b1 = 0x10 | (0 if self.online() else 0x08) | (0x20 if self.cover_open else 0)
+        b2 = 0x08 if self.cutter_error else 0  # autocutter error
+        b3 = (0x03 if self.near_end else 0) | (0x0C if self.paper_out else 0)
+        if self.bad_status:
+            b1 |= 0x80
+        return bytes((b1, b2, b3, 0))
+
     def gs_r(self, n):
         """The bytes sent for an in-band GS r n, or None (no answer)."""
         if self._silent():

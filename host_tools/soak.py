@@ -206,12 +206,10 @@ def host_faults(rng, hours=4.0, settle=False):
 
 class PrinterFaults(threading.Thread):
     """Every 2-8 s one printer fault for this seed: paper out after 0-40 more lines (in
-    the middle of a receipt when one prints), cover open, offline; cleared after 1.6-4 s,
-    as a clerk does. Not shorter: the printer latches no status, and the driver asks for
-    it every poll_ms (1 s) while a receipt is out, so a paper-out reloaded within a
-    second can go unseen (the receipt torn across the reload, one line lost, yet
-    confirmed by GS r 1: seen with faults of 0.3-2 s, seed 1, rid 2ZGE-000292; a limit
-    of the driver's polling, left as it is)."""
+    the middle of a receipt when one prints), cover open, offline; cleared after 0.3-4 s.
+    Many are shorter than the driver's status poll (1 s): before the automatic status
+    back, a paper-out reloaded within it went unseen (the receipt torn across the reload,
+    one line lost, yet confirmed: seed 1, rid 2ZGE-000292, when faults were 0.3-2 s)."""
 
     def __init__(self, pr, seed, log):
         super().__init__(daemon=True)
@@ -231,7 +229,7 @@ class PrinterFaults(threading.Thread):
             else:
                 self.pr.set_fault(**{kind: True})
             self.log("printer fault %s" % kind)
-            if self.stop.wait(self.rng.uniform(1.6, 4)):
+            if self.stop.wait(self.rng.uniform(0.3, 4)):
                 break
             if kind == "paper_out_mid_receipt":
                 self.ran_out += int(self.pr.faults.paper_out)

@@ -251,6 +251,29 @@ def test_paper_out_mid_receipt_then_reloaded(bench):
     assert res["status"]["aborted"] >= 1 and res["status"]["reprints"] == 1
 
 
+def test_paper_out_reloaded_between_two_polls_is_seen_by_status_back(bench):
+    # Found by the soak (issue 14, seed 1, rid 2ZGE-000292): a paper end reloaded well
+    # within the 1 s status poll went unseen; the printer printed the rest of the
+    # receipt after the reload, with a line lost, and the torn original was confirmed.
+    # The automatic status back (GS a, at the start of every slip) reports the paper
+    # end the moment it happens: the job fails and the receipt comes again as a REPRINT.
+    emu = bench.printer(paper_out_after=14)
+    run = bench.run(n=2, approve=[0, 1], opts=dict(FAST, poll_ms=1000, xoff_check_ms=1000))
+    emu.wait(lambda s: s.paper_out, 20, interval=0.002)
+    time.sleep(0.3)  # reloaded well within the 1 s polls: none of them sees it
+    emu.set_fault(paper_out=False)
+    res = run.wait(60)
+    rec = bench.receipts()
+    segs = check_paper(res, rec, emu)
+    first = res["rids"][0]
+    mine = [s for s in segs if s["rid"] == first or (s["rid"] is None and s["kind"])]
+    assert not mine[0]["complete"] and not mine[0]["reprint"], summary(segs)
+    assert [s["reprint"] for s in segs if s["rid"] == first and s["complete"]] == [True, True]
+    assert logged(res, "status back during printing: paper_out")
+    st = res["status"]
+    assert st["aborted"] == 1 and st["reprints"] == 1 and st["asb"] >= 3, st
+
+
 def test_cover_open_mid_receipt(bench):
     emu = bench.printer()
     run = bench.run(n=4, approve=[1, 0], sent=[2], decline=[[3, "14"]])

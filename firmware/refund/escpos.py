@@ -22,8 +22,14 @@ CJK_OFF = b"\x1c."  # FS .
 LF = b"\n"
 CUT = b"\x1dV\x00"  # GS V 0: full cut
 PARTIAL_CUT = b"\x1dV\x01"
-# Start of every slip: reset, code page 16 for the single-byte symbols, Chinese mode.
-START = INIT + b"\x1bt" + bytes((_CODEPAGE_WPC1252,)) + CJK_ON
+# GS a 14: automatic status back of online/offline, errors and the paper sensor. The
+# printer reports each change the moment it happens, so a paper end that is reloaded
+# between two status polls is still seen (refund.prlink). After ESC @: some printers
+# turn it off there.
+ASB_ON = b"\x1da\x0e"
+# Start of every slip: reset, status back, code page 16 for the single-byte symbols,
+# Chinese mode.
+START = INIT + ASB_ON + b"\x1bt" + bytes((_CODEPAGE_WPC1252,)) + CJK_ON
 
 # Real-time status requests (answered at once, even offline or with a full buffer).
 STATUS_PRINTER = b"\x10\x04\x01"
@@ -109,6 +115,25 @@ def paper_sensor_end(b):
 def near_end(b4):
     """DLE EOT 4 reply: paper near its end (still printing)."""
     return (b4 & 0x0C) == 0x0C
+
+
+def asb_first(b):
+    """First byte of an automatic status back: 0xx1xx00 (never a DLE EOT reply, a GS r
+    reply, XON or XOFF); the three after it are 0xx0xxxx."""
+    return (b & 0x93) == 0x10
+
+
+def asb_state(b1, b2, b3):
+    """The state an automatic status back reports."""
+    if b1 & 0x20:
+        return COVER_OPEN
+    if b3 & 0x0C:  # roll paper end sensor
+        return PAPER_OUT
+    if b2 & 0x6C:  # mechanical, autocutter, unrecoverable, auto-recoverable error
+        return ERROR
+    if b1 & 0x08:
+        return OFFLINE
+    return READY
 
 
 def state(b1, b2, b4):

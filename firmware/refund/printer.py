@@ -51,7 +51,7 @@ class Printer:
         self.log = log
         self.now = now
         self.counts = {"printed": 0, "reprints": 0, "slips": 0, "reports": 0, "settlements": 0, "notices": 0, "garbage": 0,
-                       "untrusted_status": 0, "aborted": 0, "absent": 0, "failed": 0,
+                       "untrusted_status": 0, "asb": 0, "aborted": 0, "absent": 0, "failed": 0,
                        "bytes": 0, "xoff_count": 0}
         self.link = Link(stream, baud, self.o, self.counts, log, self._set)
         self.ident = prident.Ident(self.link, log) if prident else None
@@ -229,6 +229,7 @@ class Printer:
         self.rid = rid
         self._set(PRINTING, rid)
         L.split.kanji = False
+        L.watching(True)
         ok = False
         try:
             if idn is not None and idn.needed():
@@ -238,6 +239,7 @@ class Printer:
             self._set(ERROR, "printing: %r" % (ex,))
             self.log("printer", "job failed: %r" % (ex,), level="ERROR")
         finally:
+            L.watching(False)
             L.gsr.close()
             if idn is not None:
                 idn.end()
@@ -285,6 +287,8 @@ class Printer:
                     continue
             elif await L.gsr.wait(poll) >= 0:
                 break
+            if L.seen is not None:
+                return L.stopped()
             st = await L.check()  # still printing, or stopped by a fault?
             if st != READY:
                 self._set(st, L.why or "during printing")
@@ -300,7 +304,9 @@ class Printer:
         if st != READY:
             self._set(st, L.why or "at the completion check")
             return False
-        return True
+        # A fault the printer reported while printing, even if over by now: the paper
+        # may be torn, or a line lost (the rest was printed after a reload).
+        return L.stopped()
 
     def _set(self, state, detail):
         fine = state == READY or state == PRINTING

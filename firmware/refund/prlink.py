@@ -10,7 +10,11 @@
 # "_ ... NUL" identification frame while one is expected (refund.prident, if present),
 # the reply to the outstanding real-time request (0xx1xx10), the reply to the
 # outstanding GS r (0xx0xxxx; the two sets do not overlap and exclude XON/XOFF), and
-# garbage (anything else: logged, counted, ignored). A byte that arrives while a
+# an automatic status back (0xx1xx00 and three 0xx0xxxx, back to back: the printer
+# sends one at every status change after escpos.ASB_ON, which starts every slip), and
+# garbage (anything else: logged, counted, ignored). A fault an automatic status back
+# reports while a job is watched is latched (`seen`): a paper end reloaded between two
+# polls still fails the job, which is printed again. A byte that arrives while a
 # real-time request is outstanding but violates its fixed bits is counted as
 # untrusted_status; a status request answered only by such bytes leaves the printer in
 # state "error".
@@ -25,6 +29,7 @@ from refund import escpos as P
 _RBUF = const(32)
 _NOISE_LOG = const(8)  # garbage bytes logged one by one, then every _NOISE_EVERY-th
 _NOISE_EVERY = const(64)
+_ASB_GAP_MS = const(50)  # the 4 bytes come back to back: a longer gap = not a frame
 ABSENT = "absent"
 
 # Every printer setting (config key "printer"; refund.config checks the names).
@@ -65,6 +70,10 @@ class Message:
     def close(self):
         self.open = False
 
+    def poke(self):
+        """Wake the waiter without a value (it gets `none` and looks why)."""
+        self._ev.set()
+
     async def wait(self, ms):
         """The value once set(), or `none` when ms pass first."""
         try:
@@ -103,6 +112,11 @@ class Link:
         self.why = None  # detail of the last check() that was not READY
         self.last_status = None
         self.near_end = False
+        self._asb = bytearray(4)
+        self._asb_n = 0  # > 0: inside an automatic status back, bytes so far
+        self._asb_t0 = 0
+        self.watch = False  # a job is printing: latch what a status back reports
+        self.seen = None  # (state, detail) of the first fault reported while watched
 
     def start(self):
         if self._task is None:
@@ -150,6 +164,45 @@ class Link:
         await self.raw(P.RECOVER_CLEAR)
         self.xoff = False  # its buffer is empty: a lost XON must not stall us for good
         self._xon.set()
+
+    def watching(self, on):
+        """Start (forgetting what was seen) or stop latching status back faults."""
+        self.watch = on
+        if on:
+            self.seen = None
+
+    def _asb_take(self, b):
+        """A byte after a status back's first: True if it belongs to the frame."""
+        a = self._asb
+        n = self._asb_n
+        if b & 0x90 or time.ticks_diff(time.ticks_ms(), self._asb_t0) > _ASB_GAP_MS:
+            self._asb_n = 0  # the first byte was not a status back's:
+            self.noise(a[0], "garbage")  # this one is looked at on its own
+            return False
+        a[n] = b
+        if n < 3:
+            self._asb_n = n + 1
+            return True
+        self._asb_n = 0
+        self.counts["asb"] += 1
+        st = P.asb_state(a[0], a[1], a[2])
+        if st != P.READY and self.watch and self.seen is None:
+            self.seen = (st, "the printer reported it during printing")
+            # Whatever the job waits for ends now (put() and the completion check look
+            # at `seen`): XON, the GS r 1 or the GS I answer.
+            self._xon.set()
+            self.gsr.poke()
+            if self.ident is not None:
+                self.ident.ans.poke()
+            self.log("printer", "status back during printing: %s" % st, level="WARN")
+        return True
+
+    def stopped(self):
+        """A latched fault ends the job: False after saying why (fault())."""
+        if self.seen is None:
+            return True
+        self.fault(self.seen[0], self.seen[1])
+        return False
 
     # ---- writing -------------------------------------------------------------------
 
@@ -203,6 +256,8 @@ class Link:
                 end += k
             pos = off
             while pos < end:  # inside one piece; only a long command has several writes
+                if self.seen is not None:
+                    return self.stopped()
                 if self.xoff and not await self._wait_xon(pos == off):
                     return False
                 await self._pace()
@@ -231,6 +286,8 @@ class Link:
                 pass
             if not self.xoff:
                 break
+            if self.seen is not None:
+                return self.stopped()
             if safe:
                 st = await self.check()
                 if st != P.READY:
@@ -268,8 +325,14 @@ class Link:
                 elif b == P.XOFF:
                     self.xoff = True
                     self._xon.clear()
+                elif self._asb_n and self._asb_take(b):
+                    pass
                 elif idn is not None and idn.take(b):
                     pass
+                elif P.asb_first(b):
+                    self._asb[0] = b
+                    self._asb_n = 1
+                    self._asb_t0 = time.ticks_ms()
                 elif rt.open and P.status_valid(b):
                     rt.set(b)
                 elif gsr.open and P.paper_sensor_valid(b):
